@@ -1,0 +1,110 @@
+"""Config semantics beyond the JSON schema: dataset variants, merged per-dataset settings."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+SCHEMA = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
+
+
+class ConfigError(ValueError):
+    """A config value that cannot work; the message names the key."""
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in (override or {}).items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _with_defaults(validator_class):
+    """The jsonschema recipe that fills `default` values while validating."""
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, sub in properties.items():
+                if "default" in sub:
+                    instance.setdefault(name, copy.deepcopy(sub["default"]))
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+def validate(config: dict[str, Any], schema_path: Path = SCHEMA) -> dict[str, Any]:
+    """Schema-validate a copy of `config`, fill defaults, then check what a schema cannot."""
+    schema = yaml.safe_load(schema_path.read_text())
+    config = copy.deepcopy(config)
+    validator = _with_defaults(jsonschema.Draft202012Validator)(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        err = errors[0]
+        key = ".".join(str(p) for p in err.absolute_path) or "(top level)"
+        raise ConfigError(f"config key {key}: {err.message}")
+    check(config)
+    return config
+
+
+def registered_datasets() -> list[str]:
+    from pipeline.datasets import REGISTRY
+
+    return sorted(REGISTRY)
+
+
+def module_of(config: dict[str, Any], name: str) -> str:
+    """The registered dataset behind a name (itself, or the `dataset` of a variant)."""
+    if name in config.get("variants", {}):
+        return config["variants"][name]["dataset"]
+    return name
+
+
+def check(config: dict[str, Any]) -> None:
+    known = registered_datasets()
+    for name, variant in config.get("variants", {}).items():
+        if name in known:
+            raise ConfigError(f"config key variants.{name}: a variant cannot reuse a dataset name")
+        if variant["dataset"] not in known:
+            raise ConfigError(f"config key variants.{name}.dataset: unknown dataset "
+                              f"{variant['dataset']!r}; known: {known}")
+    for i, name in enumerate(config["datasets"]):
+        if module_of(config, name) not in known:
+            raise ConfigError(f"config key datasets[{i}]: unknown dataset {name!r}; known: "
+                              f"{known} and variants {sorted(config.get('variants', {}))}")
+    for i, pair in enumerate(config.get("cross_evaluations", [])):
+        for side in ("train", "test"):
+            if module_of(config, pair[side]) not in known:
+                raise ConfigError(f"config key cross_evaluations[{i}].{side}: unknown dataset "
+                                  f"{pair[side]!r}")
+
+
+def dataset_settings(config: dict[str, Any], name: str) -> dict[str, Any]:
+    """Everything the stages need for one dataset: global defaults merged with its settings."""
+    module = module_of(config, name)
+    own = deep_merge(config.get(module, {}), {
+        k: v for k, v in config.get("variants", {}).get(name, {}).items() if k != "dataset"})
+    settings = {k: v for k, v in own.items() if k not in ("features", "training", "model_params")}
+    settings.update(
+        dataset=module,
+        name=name,
+        on_bad_audio=config.get("on_bad_audio", "fail"),
+        features=deep_merge(config.get("features", {}), own.get("features", {})),
+        training=deep_merge(config.get("training", {}), own.get("training", {})),
+        model_params=deep_merge(config.get("model_params", {}), own.get("model_params", {})),
+    )
+    return settings
+
+
+def cross_pairs(config: dict[str, Any]) -> list[tuple[str, str]]:
+    """Cross-dataset evaluations whose two datasets are both in this run."""
+    run = set(config["datasets"])
+    return [(p["train"], p["test"]) for p in config.get("cross_evaluations", [])
+            if p["train"] in run and p["test"] in run and p["train"] != p["test"]]

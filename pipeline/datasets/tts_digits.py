@@ -1,0 +1,121 @@
+"""Spoken digits synthesized on the machine with espeak-ng: the offline default dataset.
+
+Many voices (accents x variants), each utterance with a seeded rate and pitch, resampled to
+8 kHz mono 16-bit WAV with FSDD-style names, so every FSDD code path (and a model trained
+here) applies unchanged. A voice plays the role of a speaker in splits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import soundfile as sf
+import torch
+import torchaudio
+
+from pipeline import splits
+from pipeline.datasets.base import DataError
+from pipeline.datasets.fsdd import LABELS
+from pipeline.synth import synthesize_batch
+
+WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+SAMPLE_RATE = 8000
+DEFAULTS: dict[str, Any] = {
+    "accents": ["en-us", "en", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-us-nyc"],
+    "variants": ["m1", "m3", "m5", "m7", "f1", "f2", "f4", "klatt", "whisper", "croak"],
+    "repetitions": 5,
+    "seed": 0,
+    "rate": [130, 210],
+    "pitch": [25, 75],
+}
+
+
+def voice_id(accent: str, variant: str) -> str:
+    """A file-name-safe speaker id: ``en-gb-scotland+m3`` -> ``en-gb-scotland-m3``."""
+    return f"{accent}-{variant}".lower()
+
+
+def utterance_plan(settings: dict[str, Any]) -> pd.DataFrame:
+    """Every clip to make, with its seeded rate and pitch; depends on settings alone."""
+    cfg = {**DEFAULTS, **settings}
+    rows = []
+    for accent in cfg["accents"]:
+        for variant in cfg["variants"]:
+            speaker = voice_id(accent, variant)
+            for digit, word in enumerate(WORDS):
+                for index in range(int(cfg["repetitions"])):
+                    key = f"{cfg['seed']}/{speaker}/{digit}/{index}".encode()
+                    rng = np.random.default_rng(int.from_bytes(hashlib.sha256(key).digest()[:8]))
+                    rows.append({
+                        "clip": f"{digit}_{speaker}_{index}", "label": str(digit),
+                        "speaker": speaker, "index": index, "voice": f"{accent}+{variant}",
+                        "text": word,
+                        "rate": int(rng.integers(cfg["rate"][0], cfg["rate"][1] + 1)),
+                        "pitch": int(rng.integers(cfg["pitch"][0], cfg["pitch"][1] + 1)),
+                    })
+    if not rows:
+        raise DataError("tts_digits: no voices configured (accents x variants is empty)")
+    return pd.DataFrame(rows)
+
+
+def synthesize(dest: Path, settings: dict[str, Any], workers: int = 1) -> pd.DataFrame:
+    """Write every planned clip to ``dest/recordings``; one fresh process per accent."""
+    plan = utterance_plan(settings)
+    out = dest / "recordings"
+    out.mkdir(parents=True, exist_ok=True)
+    groups = list(plan.groupby(plan["voice"].str.split("+").str[0], sort=True))
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=max(1, workers), mp_context=context,
+                             max_tasks_per_child=1) as pool:
+        jobs = [pool.submit(synthesize_batch, list(zip(g["voice"], g["text"], g["rate"],
+                                                       g["pitch"], strict=True)))
+                for _, g in groups]
+        for (voice, group), job in zip(groups, jobs, strict=True):
+            try:
+                waves = job.result()
+            except Exception as err:
+                raise DataError(f"tts_digits: synthesis failed for {voice}: {err}") from err
+            source_rate = 22050
+            for clip, wave in zip(group["clip"], waves, strict=True):
+                if wave.size == 0:
+                    raise DataError(f"tts_digits: espeak produced no audio for {clip}")
+                audio = torch.from_numpy(wave.astype(np.float32) / 32768.0)
+                audio = torchaudio.functional.resample(audio, source_rate, SAMPLE_RATE)
+                sf.write(out / f"{clip}.wav", audio.clamp(-1, 1).numpy(), SAMPLE_RATE,
+                         subtype="PCM_16")
+    return plan
+
+
+class TtsDigits:
+    name = "tts_digits"
+    modality = "audio"
+    acquisition = "synthesize"
+    sample_rate = SAMPLE_RATE
+
+    def acquire(self, dest: Path, settings: dict[str, Any], mirror: str | None,
+                workers: int = 1) -> None:
+        synthesize(dest, settings, workers)
+
+    def list_clips(self, root: Path, settings: dict[str, Any]) -> pd.DataFrame:
+        plan = utterance_plan(settings)
+        missing = [c for c in plan["clip"] if not (root / "recordings" / f"{c}.wav").exists()]
+        if missing:
+            raise DataError(f"tts_digits: {len(missing)} planned clips are missing under {root} "
+                            f"(e.g. {missing[:3]}); the voice settings changed since synthesis?")
+        plan = plan.assign(path="recordings/" + plan["clip"] + ".wav")
+        return plan[["clip", "path", "label", "speaker", "index", "voice", "rate", "pitch"]]
+
+    def label_names(self, settings: dict[str, Any]) -> list[str]:
+        return LABELS
+
+    def assign_splits(self, clips: pd.DataFrame, settings: dict[str, Any]) -> pd.DataFrame:
+        return clips.assign(split=splits.speaker_scheme(clips, settings))
+
+
+DATASET = TtsDigits()

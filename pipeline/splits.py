@@ -1,0 +1,102 @@
+"""Split schemes and leakage checks; the output is one table per dataset (splits.tsv)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline.datasets.base import DataError
+from pipeline.io import write_table
+
+SPLITS = ("train", "valid", "test")
+
+
+def by_speaker(clips: pd.DataFrame, valid: list[str], test: list[str]) -> pd.Series:
+    """Held-out speakers: named validation and test speakers, every other speaker trains."""
+    overlap = set(valid) & set(test)
+    if overlap:
+        raise DataError(f"speakers {sorted(overlap)} are listed for both validation and test")
+    known = set(clips["speaker"])
+    missing = (set(valid) | set(test)) - known
+    if missing:
+        raise DataError(f"held-out speakers {sorted(missing)} are not in the data; "
+                        f"known speakers: {sorted(known)}")
+    split = pd.Series("train", index=clips.index)
+    split[clips["speaker"].isin(valid)] = "valid"
+    split[clips["speaker"].isin(test)] = "test"
+    return split
+
+
+def by_rule(clips: pd.DataFrame, rule: Callable[[pd.Series], str]) -> pd.Series:
+    return clips.apply(rule, axis=1)
+
+
+def check_no_leak(table: pd.DataFrame, column: str = "speaker") -> None:
+    """Fail when one `column` value (a speaker, a clip) appears in more than one split."""
+    spread = table.groupby(column)["split"].nunique()
+    leaked = spread[spread > 1]
+    if len(leaked):
+        raise DataError(
+            f"{len(leaked)} {column}(s) appear in more than one split, e.g. "
+            f"{list(leaked.index[:5])}; the split would leak"
+        )
+
+
+def check_complete(table: pd.DataFrame) -> None:
+    if table["clip"].duplicated().any():
+        dup = table.loc[table["clip"].duplicated(), "clip"].tolist()[:5]
+        raise DataError(f"clips listed twice: {dup}")
+    bad = set(table["split"]) - set(SPLITS)
+    if bad:
+        raise DataError(f"unknown split names {sorted(bad)}")
+    for name in SPLITS:
+        if not (table["split"] == name).any():
+            raise DataError(f"split {name!r} is empty; adjust the split settings")
+
+
+def split_dataset(dataset: str, root: Path, settings: dict, out: Path) -> pd.DataFrame:
+    """List the dataset's clips, assign splits, check them, and write ``splits.tsv``."""
+    from pipeline.datasets import get_dataset
+
+    spec = get_dataset(dataset)
+    clips = spec.list_clips(Path(root), settings)
+    table = spec.assign_splits(clips, settings)
+    check_complete(table)
+    if settings.get("split") == "speaker" or settings.get("leak_check_speakers", False):
+        check_no_leak(table, "speaker")
+    order = {name: i for i, name in enumerate(SPLITS)}
+    table = table.assign(_o=table["split"].map(order)).sort_values(["_o", "clip"], kind="stable")
+    table = table.drop(columns="_o").reset_index(drop=True)
+    write_table(out, table)
+    return table
+
+
+def read_splits(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path, sep="\t", dtype={"speaker": str, "clip": str, "path": str, "label": str},
+                       keep_default_na=False)
+
+
+def by_speaker_fraction(clips: pd.DataFrame, valid_fraction: float, test_fraction: float,
+                        seed: int) -> pd.Series:
+    """Hold out a seeded share of speakers (at least one each) for validation and test."""
+    speakers = sorted(set(clips["speaker"]))
+    if len(speakers) < 3:
+        raise DataError(f"a speaker split needs at least 3 speakers, found {len(speakers)}")
+    order = np.random.default_rng(seed).permutation(len(speakers))
+    n_test = max(1, round(test_fraction * len(speakers)))
+    n_valid = max(1, round(valid_fraction * len(speakers)))
+    test = [speakers[i] for i in order[:n_test]]
+    valid = [speakers[i] for i in order[n_test:n_test + n_valid]]
+    return by_speaker(clips, valid, test)
+
+
+def speaker_scheme(clips: pd.DataFrame, settings: dict) -> pd.Series:
+    """Named held-out speakers when given, else a seeded share of speakers."""
+    if settings.get("test_speakers") or settings.get("valid_speakers"):
+        return by_speaker(clips, settings.get("valid_speakers", []),
+                          settings.get("test_speakers", []))
+    return by_speaker_fraction(clips, settings.get("valid_fraction", 0.15),
+                               settings.get("test_fraction", 0.15), settings.get("split_seed", 0))
