@@ -40,11 +40,50 @@ def _with_defaults(validator_class):
     return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
 
 
+def _read_scalar(text: str, wanted: list[str]) -> tuple[bool, Any]:
+    """Read `text` as the first schema type in `wanted` that it spells."""
+    lowered = text.strip().lower()
+    for kind in wanted:
+        try:
+            if kind == "integer":
+                return True, int(text)
+            if kind == "number":
+                return True, float(text)
+        except ValueError:
+            continue
+        if kind == "boolean" and lowered in ("true", "false"):
+            return True, lowered == "true"
+        if kind == "null" and lowered in ("null", "none", "~"):
+            return True, None
+    return False, None
+
+
+def _coerce_cli_strings(validator, config: dict[str, Any]) -> None:
+    """Snakemake's --config reads nested values as strings ('{epochs: 2}' gives '2'); where
+    the schema wants a number, boolean or null, read such a string as one."""
+    for _ in range(10_000):
+        for err in validator.iter_errors(config):
+            if err.validator != "type" or not isinstance(err.instance, str):
+                continue
+            wanted = err.validator_value
+            ok, value = _read_scalar(err.instance, [wanted] if isinstance(wanted, str) else wanted)
+            if ok and err.absolute_path:
+                *parents, last = err.absolute_path
+                target = config
+                for key in parents:
+                    target = target[key]
+                target[last] = value
+                break
+        else:
+            return
+
+
 def validate(config: dict[str, Any], schema_path: Path = SCHEMA) -> dict[str, Any]:
     """Schema-validate a copy of `config`, fill defaults, then check what a schema cannot."""
     schema = yaml.safe_load(schema_path.read_text())
     config = copy.deepcopy(config)
     validator = _with_defaults(jsonschema.Draft202012Validator)(schema)
+    _coerce_cli_strings(validator, config)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
         err = errors[0]

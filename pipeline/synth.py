@@ -51,6 +51,11 @@ class Espeak:
         self.sample_rate = self.lib.espeak_Initialize(AUDIO_OUTPUT_SYNCHRONOUS, 0, data, 0)
         if self.sample_rate <= 0:
             raise SynthError(f"espeak_Initialize failed ({self.sample_rate})")
+        # Noise sources (whisper, breathy variants) draw from libc rand(), which espeak seeds
+        # from the clock at start-up: fix both seeds so the bytes repeat across processes.
+        ctypes.CDLL(None).srand(0)
+        if hasattr(self.lib, "espeak_ng_SetRandSeed"):
+            self.lib.espeak_ng_SetRandSeed(0)
         self._chunks: list[np.ndarray] = []
 
         def collect(wav, n, events):  # signature fixed by espeak
@@ -89,3 +94,17 @@ class Espeak:
                 raise SynthError(f"espeak_Synth failed ({err}) for {text!r} in {voice}")
             samples = np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.int16)
         return samples.astype(np.int16)
+
+
+def main() -> None:
+    """``python -m pipeline.synth OUT.npz < utterances.json``: one batch in a fresh process."""
+    import json
+    import sys
+
+    utterances = [tuple(u) for u in json.load(sys.stdin)]
+    waves = synthesize_batch(utterances)
+    np.savez(sys.argv[1], *waves)
+
+
+if __name__ == "__main__":
+    main()

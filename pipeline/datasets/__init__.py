@@ -15,3 +15,18 @@ def get_dataset(name: str) -> Dataset:
     if name not in REGISTRY:
         raise KeyError(f"unknown dataset {name!r}; known: {sorted(REGISTRY)}")
     return REGISTRY[name]
+
+
+def acquire_dataset(name: str, dest, settings: dict, mirror: str | None = None,
+                    workers: int = 1) -> None:
+    """Fill `dest` with the dataset's verified raw data; `dest` appears only when complete."""
+    from pathlib import Path
+
+    from pipeline.io import atomic_dir
+
+    spec = get_dataset(name)
+    with atomic_dir(Path(dest)) as tmp:
+        if spec.acquisition == "synthesize":
+            spec.acquire(tmp, settings, mirror, workers=workers)
+        else:
+            spec.acquire(tmp, settings, mirror or None)

@@ -8,8 +8,11 @@ here) applies unchanged. A voice plays the role of a speaker in splits.
 from __future__ import annotations
 
 import hashlib
-import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
+import json
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +25,10 @@ import torchaudio
 from pipeline import splits
 from pipeline.datasets.base import DataError
 from pipeline.datasets.fsdd import LABELS
-from pipeline.synth import synthesize_batch
 
 WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 SAMPLE_RATE = 8000
+ESPEAK_RATE = 22050  # what espeak_Initialize reports for its voices
 DEFAULTS: dict[str, Any] = {
     "accents": ["en-us", "en", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-us-nyc"],
     "variants": ["m1", "m3", "m5", "m7", "f1", "f2", "f4", "klatt", "whisper", "croak"],
@@ -64,29 +67,35 @@ def utterance_plan(settings: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _synthesize_in_fresh_process(utterances: list[tuple[str, str, int, int]]
+                                 ) -> list[np.ndarray]:
+    """Run one batch through ``python -m pipeline.synth`` (see synthesize_batch for why)."""
+    with tempfile.TemporaryDirectory(prefix="tts-") as tmp:
+        out = Path(tmp) / "waves.npz"
+        proc = subprocess.run([sys.executable, "-m", "pipeline.synth", str(out)],
+                              input=json.dumps(utterances), capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise DataError(f"tts_digits: espeak-ng synthesis failed: {proc.stderr[-2000:]}")
+        with np.load(out) as data:
+            return [data[f"arr_{i}"] for i in range(len(utterances))]
+
+
 def synthesize(dest: Path, settings: dict[str, Any], workers: int = 1) -> pd.DataFrame:
     """Write every planned clip to ``dest/recordings``; one fresh process per accent."""
     plan = utterance_plan(settings)
     out = dest / "recordings"
     out.mkdir(parents=True, exist_ok=True)
-    groups = list(plan.groupby(plan["voice"].str.split("+").str[0], sort=True))
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=max(1, workers), mp_context=context,
-                             max_tasks_per_child=1) as pool:
-        jobs = [pool.submit(synthesize_batch, list(zip(g["voice"], g["text"], g["rate"],
-                                                       g["pitch"], strict=True)))
-                for _, g in groups]
-        for (voice, group), job in zip(groups, jobs, strict=True):
-            try:
-                waves = job.result()
-            except Exception as err:
-                raise DataError(f"tts_digits: synthesis failed for {voice}: {err}") from err
-            source_rate = 22050
+    groups = [g for _, g in plan.groupby(plan["voice"].str.split("+").str[0], sort=True)]
+    batches = [list(zip(g["voice"], g["text"], g["rate"].astype(int).tolist(),
+                        g["pitch"].astype(int).tolist(), strict=True)) for g in groups]
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for group, waves in zip(groups, pool.map(_synthesize_in_fresh_process, batches),
+                                strict=True):
             for clip, wave in zip(group["clip"], waves, strict=True):
                 if wave.size == 0:
                     raise DataError(f"tts_digits: espeak produced no audio for {clip}")
                 audio = torch.from_numpy(wave.astype(np.float32) / 32768.0)
-                audio = torchaudio.functional.resample(audio, source_rate, SAMPLE_RATE)
+                audio = torchaudio.functional.resample(audio, ESPEAK_RATE, SAMPLE_RATE)
                 sf.write(out / f"{clip}.wav", audio.clamp(-1, 1).numpy(), SAMPLE_RATE,
                          subtype="PCM_16")
     return plan

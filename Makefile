@@ -1,0 +1,31 @@
+# Two commands from a fresh clone: `make run` and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+CORES ?= all
+
+.PHONY: run test lint report setup clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev,cluster]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+run: setup
+	$(VENV)/bin/snakemake --cores $(CORES)
+
+report: setup
+	$(VENV)/bin/snakemake --cores $(CORES) --report results/report.html
+
+test: setup
+	$(VENV)/bin/pytest
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/snakefmt --check .
+	$(VENV)/bin/snakemake --lint
+
+clean:
+	rm -rf results resources .snakemake

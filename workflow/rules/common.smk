@@ -1,0 +1,46 @@
+# Helpers shared by the rules: names of datasets, their settings, and the final targets.
+
+from pipeline.config import cross_pairs, dataset_settings, module_of
+from pipeline.datasets import REGISTRY
+
+DATASETS = config["datasets"]
+MODELS = config["models"]
+SEEDS = config["seeds"]
+CROSS = cross_pairs(config)
+DOWNLOADED = [n for n, d in REGISTRY.items() if d.acquisition != "synthesize"]
+SYNTHESIZED = [n for n, d in REGISTRY.items() if d.acquisition == "synthesize"]
+RUN = "results/{dataset}/{model}/seed-{seed}"
+
+
+wildcard_constraints:
+    dataset="[a-z][a-z0-9_]*",
+    model="|".join(MODELS),
+    seed=r"\d+",
+
+
+def settings_of(wildcards):
+    return dataset_settings(config, wildcards.dataset)
+
+
+def raw_data(wildcards):
+    return f"resources/{module_of(config, wildcards.dataset)}"
+
+
+def all_targets():
+    runs = expand(RUN, dataset=DATASETS, model=MODELS, seed=SEEDS)
+    cross = [
+        f"results/{train}/{model}/seed-{seed}/cross/{test}/metrics.json"
+        for train, test in CROSS
+        for model in MODELS
+        for seed in SEEDS
+    ]
+    return (
+        [f"{run}/metrics.json" for run in runs]
+        + cross
+        + expand("results/summary/learning_curves/{dataset}.png", dataset=DATASETS)
+        + [
+            "results/summary/accuracy.csv",
+            "results/summary/accuracy.md",
+            "results/summary/accuracy_vs_parameters.png",
+        ]
+    )

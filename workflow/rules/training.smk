@@ -1,0 +1,21 @@
+# Training: one job per dataset, model family and seed; a GPU-resource rule.
+
+
+rule train_model:
+    input:
+        features="results/{dataset}/features.h5",
+    output:
+        model=f"{RUN}/model.pt",
+        history=f"{RUN}/history.csv",
+    params:
+        settings=settings_of,
+        device=config["device"],
+    log:
+        f"results/logs/train_model/{{dataset}}/{{model}}/seed-{{seed}}.log",
+    threads: 2
+    resources:
+        gpu=1,
+    benchmark:
+        f"results/benchmarks/train_model/{{dataset}}/{{model}}/seed-{{seed}}.tsv"
+    script:
+        "../scripts/train_model.py"
