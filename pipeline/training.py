@@ -41,6 +41,7 @@ class TrainSettings:
     mixed_precision: bool = True
     spec_augment: dict = dataclasses.field(default_factory=dict)
     time_shift_frames: int = 0
+    noise: dict = dataclasses.field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainSettings:
@@ -76,20 +77,29 @@ def normalise(features: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> 
 
 
 class Augment:
-    """Training-only perturbations of normalised features, from their own seeded generator."""
+    """Training-only perturbations from their own seeded generator; never used on evaluation.
 
-    def __init__(self, settings: TrainSettings, generator: torch.Generator) -> None:
+    Noise is mixed in the power domain of the raw log-mels, log10(10**x + v * 10**n), with n
+    a training example of the noise class (e.g. Speech Commands' `silence`, cut from the
+    train-reserved background recordings); time shift and SpecAugment masks act on the
+    normalised features (a mask sets a region to the train mean, 0).
+    """
+
+    def __init__(self, settings: TrainSettings, generator: torch.Generator,
+                 mean: torch.Tensor, std: torch.Tensor,
+                 noise_bank: torch.Tensor | None = None) -> None:
         spec = settings.spec_augment or {}
         self.time_masks = int(spec.get("time_masks", 0))
         self.time_width = int(spec.get("time_width", 10))
         self.freq_masks = int(spec.get("freq_masks", 0))
         self.freq_width = int(spec.get("freq_width", 5))
         self.shift = int(settings.time_shift_frames)
+        noise = settings.noise or {}
+        self.noise_probability = float(noise.get("probability", 0.0))
+        self.noise_volume = tuple(noise.get("volume", (0.0, 0.1)))
+        self.noise_bank = noise_bank if noise_bank is not None and len(noise_bank) else None
+        self.mean, self.std = mean, std
         self.generator = generator
-
-    @property
-    def active(self) -> bool:
-        return bool(self.time_masks or self.freq_masks or self.shift)
 
     def _masks(self, x: torch.Tensor, n: int, width: int, axis: int) -> torch.Tensor:
         size = x.shape[axis]
@@ -101,12 +111,27 @@ class Augment:
             x = x.masked_fill(mask[:, None, :] if axis == 2 else mask[:, :, None], 0.0)
         return x
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def _mix_noise(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        use = torch.rand(n, generator=self.generator) < self.noise_probability
+        pick = torch.randint(0, len(self.noise_bank), (n,), generator=self.generator)
+        lo, hi = self.noise_volume
+        volume = lo + (hi - lo) * torch.rand(n, generator=self.generator)
+        if not use.any():
+            return x
+        mixed = torch.log10(10.0 ** x + volume[:, None, None] * 10.0 ** self.noise_bank[pick])
+        return torch.where(use[:, None, None], mixed, x)
+
+    def __call__(self, raw: torch.Tensor) -> torch.Tensor:
+        """A raw (log-mel) training batch -> the augmented, normalised model input."""
+        if self.noise_bank is not None and self.noise_probability > 0:
+            raw = self._mix_noise(raw)
+        x = normalise(raw, self.mean, self.std)
         if self.shift:
             shifts = torch.randint(-self.shift, self.shift + 1, (x.shape[0],),
                                    generator=self.generator)
-            x = torch.stack([torch.roll(row, int(s), dims=-1) for row, s in zip(x, shifts,
-                                                                                strict=True)])
+            x = torch.stack([torch.roll(row, int(s), dims=-1)
+                             for row, s in zip(x, shifts, strict=True)])
         x = self._masks(x, self.time_masks, self.time_width, axis=2)
         return self._masks(x, self.freq_masks, self.freq_width, axis=1)
 
@@ -117,14 +142,16 @@ def _autocast(device: torch.device, enabled: bool):
 
 
 def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
-                    loss_fn: nn.Module, device: torch.device, augment: Augment | None = None,
+                    loss_fn: nn.Module, device: torch.device, prepare=None,
                     mixed_precision: bool = False) -> tuple[float, float, int]:
-    """One pass over `loader`; returns (mean loss, accuracy, examples)."""
+    """One pass over `loader`; `prepare` maps a raw batch to model input (augment, normalise).
+
+    Returns (mean loss, accuracy, examples)."""
     model.train()
     total_loss, correct, seen = 0.0, 0, 0
     for x, y in loader:
-        if augment is not None and augment.active:
-            x = augment(x)
+        if prepare is not None:
+            x = prepare(x)
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)
         with _autocast(device, mixed_precision):
@@ -215,13 +242,18 @@ def train_model(features_h5: str | os.PathLike, model_name: str, settings: dict[
     mean = torch.as_tensor(attrs["norm_mean"], dtype=torch.float32)
     std = torch.as_tensor(attrs["norm_std"], dtype=torch.float32)
     train, valid = load_split(Path(features_h5), "train"), load_split(Path(features_h5), "valid")
-    x_train, x_valid = normalise(train.features, mean, std), normalise(valid.features, mean, std)
-    input_shape = tuple(x_train.shape[1:])
+    x_valid = normalise(valid.features, mean, std)
+    input_shape = tuple(train.features.shape[1:])
     feature_params = feature_params_from_attrs(attrs)
 
     dev = choose_device(device)
     loader_gen = seed_everything(seed)
-    augment = Augment(ts, torch.Generator().manual_seed(seed + 1_000_003))
+    noise_label = (ts.noise or {}).get("label", "silence")
+    noise_bank = None
+    if noise_label in label_names:
+        noise_bank = train.features[train.labels == label_names.index(noise_label)]
+    augment = Augment(ts, torch.Generator().manual_seed(seed + 1_000_003), mean, std,
+                      noise_bank)
     model = build_model(model_name, model_params, input_shape, len(label_names)).to(dev)
     optimizer = torch.optim.Adam(model.parameters(), lr=ts.learning_rate,
                                  weight_decay=ts.weight_decay)
@@ -232,10 +264,10 @@ def train_model(features_h5: str | os.PathLike, model_name: str, settings: dict[
         counts = torch.bincount(train.labels, minlength=len(label_names)).float()
         weights = (counts.sum() / (len(label_names) * counts.clamp_min(1))).to(dev)
     loss_fn = nn.CrossEntropyLoss(weight=weights)
-    loader = DataLoader(TensorDataset(x_train, train.labels), batch_size=ts.batch_size,
+    loader = DataLoader(TensorDataset(train.features, train.labels), batch_size=ts.batch_size,
                         shuffle=True, generator=loader_gen, num_workers=0)
     run_id = fingerprint(model_name, model_params, dataclasses.asdict(ts), seed,
-                         {k: str(v) for k, v in attrs.items()}, len(x_train))
+                         {k: str(v) for k, v in attrs.items()}, len(train.labels))
 
     history: list[dict[str, float]] = []
     best: dict[str, Any] = {"valid_accuracy": -1.0}
@@ -261,7 +293,7 @@ def train_model(features_h5: str | os.PathLike, model_name: str, settings: dict[
 
     n_params = count_parameters(model)
     log.info("%s: %d parameters, input %s, %d classes, device %s, %d train / %d valid",
-             model_name, n_params, input_shape, len(label_names), dev, len(x_train), len(x_valid))
+             model_name, n_params, input_shape, len(label_names), dev, len(train.labels), len(x_valid))
     for epoch in range(start_epoch, ts.epochs + 1):
         t0 = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
