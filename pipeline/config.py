@@ -142,6 +142,37 @@ def dataset_settings(config: dict[str, Any], name: str) -> dict[str, Any]:
     return settings
 
 
+#: Settings that only training and evaluation read; the data stages never see them, so
+#: changing them does not re-run downloads, splits or features.
+MODEL_KEYS = ("training", "model_params")
+
+
+def stage_settings(config: dict[str, Any], name: str, stage: str) -> dict[str, Any]:
+    """The part of dataset_settings a stage depends on (Snakemake re-runs a job when its
+    params change, so each stage gets exactly what it reads).
+
+    acquire: the dataset module's acquisition keys; split: data settings; features: data
+    settings plus `features` and `on_bad_audio`; train/evaluate: everything.
+    """
+    from pipeline.datasets import get_dataset
+
+    full = dataset_settings(config, name)
+    if stage in ("train", "evaluate"):
+        return full
+    data = {k: v for k, v in full.items()
+            if k not in MODEL_KEYS + ("features", "on_bad_audio")}
+    if stage == "split":
+        return data
+    if stage == "features":
+        return {**data, "features": full["features"], "on_bad_audio": full["on_bad_audio"]}
+    if stage == "acquire":
+        keys = getattr(get_dataset(full["dataset"]), "acquire_keys", None)
+        if keys is None:
+            return data
+        return {k: v for k, v in data.items() if k in keys or k in ("dataset", "name")}
+    raise ValueError(f"unknown stage {stage!r}")
+
+
 def cross_pairs(config: dict[str, Any]) -> list[tuple[str, str]]:
     """Cross-dataset evaluations whose two datasets are both in this run."""
     run = set(config["datasets"])

@@ -188,7 +188,7 @@ def compute_features(
     """Turn every clip of `splits_tsv` into features in `out` (HDF5, written atomically)."""
     from pipeline.datasets import get_dataset
 
-    spec = get_dataset(dataset)
+    spec = get_dataset(settings.get("dataset", dataset))  # a variant's name -> its module
     table = read_splits(Path(splits_tsv))
     label_names = spec.label_names(settings)
     label_index = {name: i for i, name in enumerate(label_names)}

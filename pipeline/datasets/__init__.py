@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from pipeline.datasets import fsdd, tts_digits
+from pipeline.datasets import fsdd, mnist, speech_commands, tts_digits
 from pipeline.datasets.base import Dataset
 
 REGISTRY: dict[str, Dataset] = {
     "fsdd": fsdd.DATASET,
+    "mnist": mnist.DATASET,
+    "speech_commands": speech_commands.DATASET,
     "tts_digits": tts_digits.DATASET,
 }
 

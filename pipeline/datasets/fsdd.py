@@ -67,6 +67,7 @@ class FSDD:
     modality = "audio"
     acquisition = "download"
     sample_rate = 8000
+    acquire_keys = ("recordings_sha256",)  # settings that change the raw data
 
     def acquire(self, dest: Path, settings: dict[str, Any], mirror: str | None) -> None:
         expected = settings.get("recordings_sha256", RECORDINGS_DIGEST)

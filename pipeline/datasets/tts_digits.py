@@ -106,6 +106,7 @@ class TtsDigits:
     modality = "audio"
     acquisition = "synthesize"
     sample_rate = SAMPLE_RATE
+    acquire_keys = tuple(DEFAULTS)  # settings that change the raw data
 
     def acquire(self, dest: Path, settings: dict[str, Any], mirror: str | None,
                 workers: int = 1) -> None:

@@ -1,6 +1,6 @@
 # Helpers shared by the rules: names of datasets, their settings, and the final targets.
 
-from pipeline.config import cross_pairs, dataset_settings, module_of
+from pipeline.config import cross_pairs, dataset_settings, module_of, stage_settings
 from pipeline.datasets import REGISTRY
 
 DATASETS = config["datasets"]

@@ -5,7 +5,7 @@ rule download_dataset:
     output:
         raw=directory("resources/{source}"),
     params:
-        settings=lambda w: dataset_settings(config, w.source),
+        settings=lambda w: stage_settings(config, w.source, "acquire"),
         mirror=config["mirror"],
     log:
         "results/logs/download_dataset/{source}.log",
@@ -20,7 +20,7 @@ rule synthesize_dataset:
     output:
         raw=directory("resources/{source}"),
     params:
-        settings=lambda w: dataset_settings(config, w.source),
+        settings=lambda w: stage_settings(config, w.source, "acquire"),
     log:
         "results/logs/synthesize_dataset/{source}.log",
     wildcard_constraints:
@@ -38,7 +38,7 @@ rule split_dataset:
     output:
         splits="results/{dataset}/splits.tsv",
     params:
-        settings=settings_of,
+        settings=lambda w: stage_settings(config, w.dataset, "split"),
     log:
         "results/logs/split_dataset/{dataset}.log",
     script:

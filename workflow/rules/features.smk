@@ -9,7 +9,7 @@ rule compute_features:
         features="results/{dataset}/features.h5",
         rejected="results/{dataset}/rejected.tsv",
     params:
-        settings=settings_of,
+        settings=lambda w: stage_settings(config, w.dataset, "features"),
     log:
         "results/logs/compute_features/{dataset}.log",
     threads: 2

@@ -1,0 +1,69 @@
+"""Splits: deterministic, complete, and leak-free where speakers allow it."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from pipeline.datasets import acquire_dataset
+from pipeline.datasets.base import DataError
+from pipeline.splits import check_no_leak, read_splits, split_dataset
+
+
+@pytest.fixture(scope="module")
+def fsdd_root(shared_datasets, tmp_path_factory):
+    dest = tmp_path_factory.mktemp("fsdd") / "fsdd"
+    acquire_dataset("fsdd", dest, {}, mirror=str(shared_datasets))
+    return dest
+
+
+def test_fsdd_standard_split(fsdd_root, tmp_path):
+    table = split_dataset("fsdd", fsdd_root, {"split": "standard"}, tmp_path / "s.tsv")
+    assert len(table) == 3000
+    assert table["speaker"].nunique() == 6
+    counts = table["split"].value_counts()
+    assert counts["test"] == 300 and counts["valid"] == 300 and counts["train"] == 2400
+    assert set(table.loc[table["split"] == "test", "index"]) == {0, 1, 2, 3, 4}
+    assert not table["clip"].duplicated().any()
+    assert read_splits(tmp_path / "s.tsv").equals(table.astype({"label": str}))
+
+
+def test_fsdd_speaker_split_has_no_leak(fsdd_root, tmp_path):
+    settings = {"split": "speaker", "valid_speakers": ["theo"],
+                "test_speakers": ["george", "nicolas"]}
+    table = split_dataset("fsdd", fsdd_root, settings, tmp_path / "s.tsv")
+    check_no_leak(table, "speaker")
+    assert set(table.loc[table["split"] == "test", "speaker"]) == {"george", "nicolas"}
+    assert set(table.loc[table["split"] == "valid", "speaker"]) == {"theo"}
+    assert (table["split"] == "test").sum() == 1000
+
+
+def test_split_table_is_identical_across_runs(fsdd_root, tmp_path):
+    split_dataset("fsdd", fsdd_root, {"split": "standard"}, tmp_path / "a.tsv")
+    split_dataset("fsdd", fsdd_root, {"split": "standard"}, tmp_path / "b.tsv")
+    assert (tmp_path / "a.tsv").read_bytes() == (tmp_path / "b.tsv").read_bytes()
+
+
+def test_unknown_held_out_speaker_is_an_error(fsdd_root, tmp_path):
+    with pytest.raises(DataError, match="not in the data"):
+        split_dataset("fsdd", fsdd_root, {"split": "speaker", "test_speakers": ["alice"]},
+                      tmp_path / "s.tsv")
+    assert not (tmp_path / "s.tsv").exists()
+
+
+def test_leak_check_catches_a_speaker_in_two_splits():
+    table = pd.DataFrame({"clip": ["a", "b", "c"], "speaker": ["x", "x", "y"],
+                          "split": ["train", "test", "valid"]})
+    with pytest.raises(DataError, match="more than one split"):
+        check_no_leak(table)
+
+
+def test_tts_voices_are_held_out_whole(tiny_tts, tmp_path):
+    from conftest import TINY_TTS
+
+    a = split_dataset("tts_digits", tiny_tts, TINY_TTS, tmp_path / "a.tsv")
+    check_no_leak(a, "speaker")
+    assert set(a["split"]) == {"train", "valid", "test"}
+    assert a["speaker"].nunique() == 12
+    b = split_dataset("tts_digits", tiny_tts, TINY_TTS, tmp_path / "b.tsv")
+    assert a.equals(b)
