@@ -25,7 +25,7 @@ test: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/snakefmt --check .
-	$(VENV)/bin/snakemake --lint
+	VENV=$(VENV) bash .ci/snakemake-lint
 
 clean:
 	rm -rf results resources .snakemake

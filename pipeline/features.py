@@ -249,7 +249,10 @@ def compute_features(
         if train.count == 0:
             raise ValueError(f"{dataset}: the train split has no usable clips")
         mean = train.sum / train.count
-        std = np.sqrt(np.maximum(train.sumsq / train.count - mean**2, 0.0)) + 1e-8
+        std = np.sqrt(np.maximum(train.sumsq / train.count - mean**2, 0.0))
+        # A row that is constant in train (MNIST's blank border) must not blow up elsewhere:
+        # floor every std at 1 % of the largest one.
+        std = np.maximum(std, 0.01 * std.max() + 1e-8)
         h5.attrs.update({k: v for k, v in attrs.items()})
         h5.attrs["dataset"] = dataset
         h5.attrs["modality"] = spec.modality
@@ -257,7 +260,8 @@ def compute_features(
         h5.attrs["label_names"] = json.dumps(label_names)
         h5.attrs["norm_mean"] = mean.astype(np.float32)
         h5.attrs["norm_std"] = std.astype(np.float32)
-        h5.attrs["norm_axis"] = "per row (mel band or image row), over train clips and frames"
+        h5.attrs["norm_axis"] = ("per row (mel band or image row), over train clips and frames; "
+                                 "std floored at 1% of the largest")
 
     write_table(rejected_tsv, pd.DataFrame(rejected, columns=["clip", "path", "split", "reason"]))
     elapsed = time.perf_counter() - started

@@ -75,8 +75,8 @@ def split_dataset(dataset: str, root: Path, settings: dict, out: Path) -> pd.Dat
 
 
 def read_splits(path: Path) -> pd.DataFrame:
-    return pd.read_csv(path, sep="\t", dtype={"speaker": str, "clip": str, "path": str, "label": str},
-                       keep_default_na=False)
+    text = {"speaker": str, "clip": str, "path": str, "label": str}
+    return pd.read_csv(path, sep="\t", dtype=text, keep_default_na=False)
 
 
 def by_speaker_fraction(clips: pd.DataFrame, valid_fraction: float, test_fraction: float,

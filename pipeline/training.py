@@ -293,7 +293,8 @@ def train_model(features_h5: str | os.PathLike, model_name: str, settings: dict[
 
     n_params = count_parameters(model)
     log.info("%s: %d parameters, input %s, %d classes, device %s, %d train / %d valid",
-             model_name, n_params, input_shape, len(label_names), dev, len(train.labels), len(x_valid))
+             model_name, n_params, input_shape, len(label_names), dev, len(train.labels),
+             len(x_valid))
     for epoch in range(start_epoch, ts.epochs + 1):
         t0 = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]

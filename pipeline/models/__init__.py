@@ -35,7 +35,8 @@ def make_config(name: str, params: dict[str, Any] | None = None):
     params = dict(params or {})
     extra = set(params) - known
     if extra:
-        raise ValueError(f"model {name}: unknown parameters {sorted(extra)}; known: {sorted(known)}")
+        raise ValueError(f"model {name}: unknown parameters {sorted(extra)}; "
+                         f"known: {sorted(known)}")
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in params.items()})
 
 

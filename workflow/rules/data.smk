@@ -4,14 +4,14 @@
 rule download_dataset:
     output:
         raw=directory("resources/{source}"),
-    params:
-        settings=lambda w: stage_settings(config, w.source, "acquire"),
-        mirror=config["mirror"],
     log:
         "results/logs/download_dataset/{source}.log",
     wildcard_constraints:
         source="|".join(DOWNLOADED),
     localrule: True
+    params:
+        settings=lambda w: stage_settings(config, w.source, "acquire"),
+        mirror=config["mirror"],
     script:
         "../scripts/download_dataset.py"
 
@@ -19,15 +19,15 @@ rule download_dataset:
 rule synthesize_dataset:
     output:
         raw=directory("resources/{source}"),
-    params:
-        settings=lambda w: stage_settings(config, w.source, "acquire"),
     log:
         "results/logs/synthesize_dataset/{source}.log",
+    benchmark:
+        "results/benchmarks/synthesize_dataset/{source}.tsv"
     wildcard_constraints:
         source="|".join(SYNTHESIZED),
     threads: 2
-    benchmark:
-        "results/benchmarks/synthesize_dataset/{source}.tsv"
+    params:
+        settings=lambda w: stage_settings(config, w.source, "acquire"),
     script:
         "../scripts/download_dataset.py"
 
@@ -37,9 +37,9 @@ rule split_dataset:
         raw=raw_data,
     output:
         splits="results/{dataset}/splits.tsv",
-    params:
-        settings=lambda w: stage_settings(config, w.dataset, "split"),
     log:
         "results/logs/split_dataset/{dataset}.log",
+    params:
+        settings=lambda w: stage_settings(config, w.dataset, "split"),
     script:
         "../scripts/split_dataset.py"

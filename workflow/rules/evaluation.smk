@@ -16,11 +16,11 @@ rule evaluate_model:
             subcategory="{dataset}",
             labels={"dataset": "{dataset}", "model": "{model}", "seed": "{seed}"},
         ),
+    log:
+        f"results/logs/evaluate_model/{{dataset}}/{{model}}/seed-{{seed}}.log",
     params:
         settings=settings_of,
         device=config["device"],
-    log:
-        f"results/logs/evaluate_model/{{dataset}}/{{model}}/seed-{{seed}}.log",
     script:
         "../scripts/evaluate_model.py"
 
@@ -45,11 +45,11 @@ rule evaluate_cross_dataset:
                 "seed": "{seed}",
             },
         ),
+    log:
+        f"results/logs/evaluate_cross_dataset/{{dataset}}/{{model}}/seed-{{seed}}/{{test}}.log",
     params:
         settings=settings_of,
         device=config["device"],
-    log:
-        f"results/logs/evaluate_cross_dataset/{{dataset}}/{{model}}/seed-{{seed}}/{{test}}.log",
     script:
         "../scripts/evaluate_model.py"
 
@@ -68,10 +68,10 @@ rule plot_learning_curves:
             category="Learning curves",
             labels={"dataset": "{dataset}"},
         ),
-    params:
-        models=MODELS,
     log:
         "results/logs/plot_learning_curves/{dataset}.log",
+    params:
+        models=MODELS,
     script:
         "../scripts/plot_learning_curves.py"
 
@@ -93,9 +93,9 @@ rule tabulate_results:
             category="Summary",
             labels={"figure": "accuracy vs parameters"},
         ),
-    params:
-        order=DATASETS,
     log:
         "results/logs/tabulate_results/summary.log",
+    params:
+        order=DATASETS,
     script:
         "../scripts/tabulate_results.py"

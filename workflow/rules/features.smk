@@ -8,12 +8,12 @@ rule compute_features:
     output:
         features="results/{dataset}/features.h5",
         rejected="results/{dataset}/rejected.tsv",
-    params:
-        settings=lambda w: stage_settings(config, w.dataset, "features"),
     log:
         "results/logs/compute_features/{dataset}.log",
-    threads: 2
     benchmark:
         "results/benchmarks/compute_features/{dataset}.tsv"
+    threads: 2
+    params:
+        settings=lambda w: stage_settings(config, w.dataset, "features"),
     script:
         "../scripts/compute_features.py"

@@ -7,15 +7,15 @@ rule train_model:
     output:
         model=f"{RUN}/model.pt",
         history=f"{RUN}/history.csv",
-    params:
-        settings=settings_of,
-        device=config["device"],
     log:
         f"results/logs/train_model/{{dataset}}/{{model}}/seed-{{seed}}.log",
+    benchmark:
+        f"results/benchmarks/train_model/{{dataset}}/{{model}}/seed-{{seed}}.tsv"
     threads: 2
     resources:
         gpu=1,
-    benchmark:
-        f"results/benchmarks/train_model/{{dataset}}/{{model}}/seed-{{seed}}.tsv"
+    params:
+        settings=settings_of,
+        device=config["device"],
     script:
         "../scripts/train_model.py"
