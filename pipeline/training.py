@@ -101,13 +101,20 @@ class Augment:
         self.mean, self.std = mean, std
         self.generator = generator
 
+    def to(self, device: torch.device) -> Augment:
+        """Keep the constants beside the batches (random draws stay on the CPU generator)."""
+        self.mean, self.std = self.mean.to(device), self.std.to(device)
+        if self.noise_bank is not None:
+            self.noise_bank = self.noise_bank.to(device)
+        return self
+
     def _masks(self, x: torch.Tensor, n: int, width: int, axis: int) -> torch.Tensor:
         size = x.shape[axis]
         for _ in range(n):
             w = torch.randint(0, width + 1, (x.shape[0],), generator=self.generator)
             start = (torch.rand(x.shape[0], generator=self.generator) * (size - w + 1)).long()
             pos = torch.arange(size)[None, :]
-            mask = (pos >= start[:, None]) & (pos < (start + w)[:, None])
+            mask = ((pos >= start[:, None]) & (pos < (start + w)[:, None])).to(x.device)
             x = x.masked_fill(mask[:, None, :] if axis == 2 else mask[:, :, None], 0.0)
         return x
 
@@ -117,10 +124,17 @@ class Augment:
         pick = torch.randint(0, len(self.noise_bank), (n,), generator=self.generator)
         lo, hi = self.noise_volume
         volume = lo + (hi - lo) * torch.rand(n, generator=self.generator)
-        if not use.any():
+        rows = use.nonzero().flatten()
+        if len(rows) == 0:
             return x
-        mixed = torch.log10(10.0 ** x + volume[:, None, None] * 10.0 ** self.noise_bank[pick])
-        return torch.where(use[:, None, None], mixed, x)
+        ln10 = math.log(10.0)
+        rows_dev = rows.to(x.device)
+        noise = self.noise_bank[pick[rows].to(x.device)]
+        gain = volume[rows].to(x.device)[:, None, None]
+        mixed = torch.log10(torch.exp(x[rows_dev] * ln10) + gain * torch.exp(noise * ln10))
+        x = x.clone()
+        x[rows_dev] = mixed
+        return x
 
     def __call__(self, raw: torch.Tensor) -> torch.Tensor:
         """A raw (log-mel) training batch -> the augmented, normalised model input."""
@@ -129,9 +143,10 @@ class Augment:
         x = normalise(raw, self.mean, self.std)
         if self.shift:
             shifts = torch.randint(-self.shift, self.shift + 1, (x.shape[0],),
-                                   generator=self.generator)
-            x = torch.stack([torch.roll(row, int(s), dims=-1)
-                             for row, s in zip(x, shifts, strict=True)])
+                                   generator=self.generator).to(x.device)
+            frames = x.shape[-1]
+            index = (torch.arange(frames, device=x.device)[None, :] - shifts[:, None]) % frames
+            x = x.gather(2, index[:, None, :].expand_as(x))
         x = self._masks(x, self.time_masks, self.time_width, axis=2)
         return self._masks(x, self.freq_masks, self.freq_width, axis=1)
 
@@ -150,9 +165,9 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
     model.train()
     total_loss, correct, seen = 0.0, 0, 0
     for x, y in loader:
-        if prepare is not None:
-            x = prepare(x)
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        if prepare is not None:
+            x = prepare(x)  # on the device: augmentation must not bottleneck a GPU
         optimizer.zero_grad(set_to_none=True)
         with _autocast(device, mixed_precision):
             logits = model(x)
@@ -253,7 +268,7 @@ def train_model(features_h5: str | os.PathLike, model_name: str, settings: dict[
     if noise_label in label_names:
         noise_bank = train.features[train.labels == label_names.index(noise_label)]
     augment = Augment(ts, torch.Generator().manual_seed(seed + 1_000_003), mean, std,
-                      noise_bank)
+                      noise_bank).to(dev)
     model = build_model(model_name, model_params, input_shape, len(label_names)).to(dev)
     optimizer = torch.optim.Adam(model.parameters(), lr=ts.learning_rate,
                                  weight_decay=ts.weight_decay)
