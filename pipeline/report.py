@@ -83,6 +83,8 @@ def to_markdown(table: pd.DataFrame) -> str:
                                    strict=True)]
     shown["macro_f1"] = shown["macro_f1"].map(lambda v: f"{v:.4f}")
     shown["train_s"] = shown["train_seconds"].map(lambda v: f"{v:.0f}")
+    shown["receptive_field_ms"] = shown["receptive_field_ms"].map(
+        lambda v: "n/a" if pd.isna(v) else f"{v:.0f}")  # images have no time axis
     columns = ["dataset", "test_dataset", "model", "accuracy", "macro_f1", "parameters",
                "receptive_field_frames", "receptive_field_ms", "train_s"]
     return shown[columns].to_markdown(index=False) + "\n"
