@@ -19,8 +19,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import soundfile as sf
-import torch
-import torchaudio
 
 from pipeline import splits
 from pipeline.datasets.base import DataError
@@ -82,6 +80,9 @@ def _synthesize_in_fresh_process(utterances: list[tuple[str, str, int, int]]
 
 def synthesize(dest: Path, settings: dict[str, Any], workers: int = 1) -> pd.DataFrame:
     """Write every planned clip to ``dest/recordings``; one fresh process per accent."""
+    import torch  # here, not at the top: Snakemake imports the registry on every start
+    import torchaudio
+
     plan = utterance_plan(settings)
     out = dest / "recordings"
     out.mkdir(parents=True, exist_ok=True)

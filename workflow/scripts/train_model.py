@@ -1,9 +1,10 @@
-"""Adapter: rule train_model -> pipeline.training.train_model."""
+"""Adapter: rule train_model -> pipeline.training.train_model, on a GPU of its own."""
 
+from pipeline.devices import gpu_slot
 from pipeline.logs import log_to
 from pipeline.training import train_model
 
-with log_to(snakemake.log[0]):
+with log_to(snakemake.log[0]), gpu_slot(snakemake.params.device) as slot:
     train_model(
         snakemake.input.features,
         snakemake.wildcards.model,
@@ -11,6 +12,6 @@ with log_to(snakemake.log[0]):
         int(snakemake.wildcards.seed),
         snakemake.output.model,
         snakemake.output.history,
-        device=snakemake.params.device,
+        device=slot.device,
         threads=snakemake.threads,
     )
