@@ -73,4 +73,6 @@ def test_report_holds_table_and_figures(run):
     # The table's content is embedded (base64 data URIs), not linked.
     blobs = re.findall(r"data:text/csv;[^,]*base64,([A-Za-z0-9+/=]+)", html)
     assert any(b"test_accuracy" in base64.b64decode(b) for b in blobs)
-    assert html.count("data:image/png;base64,") >= 5
+    pngs = re.findall(r"data:image/png;[^,]*base64,([A-Za-z0-9+/=]+)", html)
+    assert len(pngs) >= 5  # 3 confusion matrices, learning curves, accuracy vs parameters
+    assert all(base64.b64decode(p)[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
