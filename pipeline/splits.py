@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -28,10 +27,6 @@ def by_speaker(clips: pd.DataFrame, valid: list[str], test: list[str]) -> pd.Ser
     split[clips["speaker"].isin(valid)] = "valid"
     split[clips["speaker"].isin(test)] = "test"
     return split
-
-
-def by_rule(clips: pd.DataFrame, rule: Callable[[pd.Series], str]) -> pd.Series:
-    return clips.apply(rule, axis=1)
 
 
 def check_no_leak(table: pd.DataFrame, column: str = "speaker") -> None:

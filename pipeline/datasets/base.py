@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -32,11 +31,3 @@ class Dataset(Protocol):
 
     def assign_splits(self, clips: pd.DataFrame, settings: dict[str, Any]) -> pd.DataFrame:
         """Return `clips` with a `split` column of train/valid/test."""
-
-
-@dataclass(frozen=True)
-class SpeakerHoldOut:
-    """Named validation and test speakers; every other speaker trains."""
-
-    valid: list[str] = field(default_factory=list)
-    test: list[str] = field(default_factory=list)
