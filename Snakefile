@@ -1,13 +1,18 @@
 # Spoken-word and digit recognition: data -> features -> models -> evaluation -> report.
 # This file only loads and validates config, includes the rules and names the targets.
 
-from pipeline.config import validate
+import sys
+
+from pipeline.config import ConfigError, validate
 
 
 configfile: "config.yaml"
 
 
-config = validate(config)  # JSON schema (workflow/schemas) + defaults + semantic checks
+try:  # JSON schema (workflow/schemas) + defaults + semantic checks; every problem at once
+    config = validate(config)
+except ConfigError as err:
+    sys.exit(f"Invalid config (config.yaml and --config):\n{err}")
 
 
 report: "workflow/report/workflow.rst"

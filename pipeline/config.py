@@ -1,29 +1,93 @@
-"""Config semantics beyond the JSON schema: dataset variants, merged per-dataset settings."""
+"""The workflow's config: schema validation with defaults, variants, per-dataset settings.
+
+One source per default: `features` and `training` defaults live in the schema and must equal
+the `FeatureParams` / `TrainSettings` dataclass defaults (tests/test_config.py checks it);
+`model_params` and the list of model families are generated from the model registry; each
+dataset's defaults live in its schema block only. Per-dataset override blocks are derived
+from the global blocks, so a key is declared once.
+"""
 
 from __future__ import annotations
 
 import copy
+import dataclasses
+import functools
+import types
+import typing
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import yaml
 
+from pipeline.datasets import REGISTRY as DATASETS
+from pipeline.dicts import deep_merge
+from pipeline.models import REGISTRY as MODELS
+
 SCHEMA = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
+#: Blocks a dataset (or variant) may override, and their global schema blocks.
+OVERRIDABLE = ("features", "training", "model_params", "on_bad_audio")
 
 
 class ConfigError(ValueError):
-    """A config value that cannot work; the message names the key."""
+    """Config values that cannot work; the message names every bad key, one per line."""
 
 
-def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(base)
-    for key, value in (override or {}).items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
+def _json_type(hint: Any) -> dict[str, Any]:
+    """JSON schema of a config field's type annotation (the types model configs use)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Literal:
+        return {"enum": list(args)}
+    if origin in (typing.Union, types.UnionType):
+        inner = [_json_type(a) for a in args if a is not type(None)]
+        return {"anyOf": inner + [{"type": "null"}]}
+    if origin is tuple:
+        return {"type": "array"}
+    return {bool: {"type": "boolean"}, int: {"type": "integer"}, float: {"type": "number"},
+            str: {"type": "string"}}[hint]
+
+
+def family_schema(config_cls: type, with_defaults: bool = True) -> dict[str, Any]:
+    """The schema of one model family's parameters, from its config dataclass."""
+    hints = typing.get_type_hints(config_cls)
+    props = {}
+    for f in dataclasses.fields(config_cls):
+        prop = {**_json_type(hints[f.name]), **f.metadata.get("schema", {}),
+                "description": f.metadata.get("doc", "")}
+        if with_defaults:
+            default = f.default
+            prop["default"] = list(default) if isinstance(default, tuple) else default
+        props[f.name] = prop
+    block = {"type": "object", "additionalProperties": False, "properties": props}
+    return {**block, "default": {}} if with_defaults else block
+
+
+def _without_defaults(block: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in block.items() if k != "default"}
+    if "properties" in out:
+        out["properties"] = {k: _without_defaults(v) for k, v in out["properties"].items()}
     return out
+
+
+@functools.cache
+def _schema(path: Path) -> dict[str, Any]:
+    schema = yaml.safe_load(Path(path).read_text())
+    props = schema["properties"]
+    props["models"]["items"] = {"enum": list(MODELS)}
+    props["models"]["default"] = list(MODELS)
+    props["model_params"]["properties"] = {name: family_schema(f.config)
+                                           for name, f in MODELS.items()}
+    overrides = {key: _without_defaults(props[key]) for key in OVERRIDABLE}
+    for name in DATASETS:
+        if name in props:
+            props[name]["properties"].update(overrides)
+    schema["$defs"] = {"dataset_overrides": overrides}
+    return schema
+
+
+def load_schema(path: Path = SCHEMA) -> dict[str, Any]:
+    """The full JSON schema: the YAML file plus the parts derived from the registries."""
+    return copy.deepcopy(_schema(Path(path)))
 
 
 def _with_defaults(validator_class):
@@ -53,7 +117,7 @@ def _read_scalar(text: str, wanted: list[str]) -> tuple[bool, Any]:
             continue
         if kind == "boolean" and lowered in ("true", "false"):
             return True, lowered == "true"
-        if kind == "null" and lowered in ("null", "none", "~"):
+        if kind == "null" and lowered in ("null", "none", "~", ""):
             return True, None
     return False, None
 
@@ -78,68 +142,108 @@ def _coerce_cli_strings(validator, config: dict[str, Any]) -> None:
             return
 
 
+def _key(path) -> str:
+    return ".".join(str(p) for p in path) or "(top level)"
+
+
 def validate(config: dict[str, Any], schema_path: Path = SCHEMA) -> dict[str, Any]:
-    """Schema-validate a copy of `config`, fill defaults, then check what a schema cannot."""
-    schema = yaml.safe_load(schema_path.read_text())
+    """Schema-validate a copy of `config`, fill defaults, then check what a schema cannot.
+    Every problem is reported at once, one line per key."""
     config = copy.deepcopy(config)
-    validator = _with_defaults(jsonschema.Draft202012Validator)(schema)
+    validator = _with_defaults(jsonschema.Draft202012Validator)(load_schema(schema_path))
     _coerce_cli_strings(validator, config)
-    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
-    if errors:
-        err = errors[0]
-        key = ".".join(str(p) for p in err.absolute_path) or "(top level)"
-        raise ConfigError(f"config key {key}: {err.message}")
-    check(config)
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
+    problems = [f"config key {_key(e.absolute_path)}: {e.message}" for e in errors]
+    if not problems:
+        problems = check(config)
+    if problems:
+        raise ConfigError("\n".join(problems))
     return config
 
 
-def registered_datasets() -> list[str]:
-    from pipeline.datasets import REGISTRY
-
-    return sorted(REGISTRY)
-
-
 def module_of(config: dict[str, Any], name: str) -> str:
-    """The registered dataset behind a name (itself, or the `dataset` of a variant)."""
+    """The registered dataset behind a name (itself, or the `dataset` of a variant): the one
+    place where a variant's name is resolved."""
     if name in config.get("variants", {}):
         return config["variants"][name]["dataset"]
     return name
 
 
-def check(config: dict[str, Any]) -> None:
-    known = registered_datasets()
-    for name, variant in config.get("variants", {}).items():
+def raw_source(config: dict[str, Any], name: str) -> str:
+    """Whose raw data a dataset or variant reads (`resources/{source}`): a variant shares its
+    dataset's download unless it changes one of the dataset's `acquire_keys` (another
+    archive, checksum or synthesis setting); then it gets a folder of its own."""
+    module = module_of(config, name)
+    variant = config.get("variants", {}).get(name, {})
+    own = set(variant) & set(DATASETS[module].acquire_keys)
+    return name if own else module
+
+
+def raw_sources(config: dict[str, Any], acquisition: str) -> list[str]:
+    """Every raw folder name that the rule for `acquisition` may have to make."""
+    names = [n for n, d in DATASETS.items() if d.acquisition == acquisition]
+    names += [v for v, spec in config.get("variants", {}).items()
+              if spec.get("dataset") in DATASETS
+              and DATASETS[spec["dataset"]].acquisition == acquisition
+              and raw_source(config, v) == v]
+    return names
+
+
+def check(config: dict[str, Any]) -> list[str]:
+    """What a schema cannot say: names that must refer to registered datasets."""
+    known, variants, problems = sorted(DATASETS), config.get("variants", {}), []
+    for name, variant in variants.items():
         if name in known:
-            raise ConfigError(f"config key variants.{name}: a variant cannot reuse a dataset name")
-        if variant["dataset"] not in known:
-            raise ConfigError(f"config key variants.{name}.dataset: unknown dataset "
-                              f"{variant['dataset']!r}; known: {known}")
+            problems.append(f"config key variants.{name}: a variant cannot reuse a dataset name")
+        elif variant["dataset"] not in known:
+            problems.append(f"config key variants.{name}.dataset: unknown dataset "
+                            f"{variant['dataset']!r}; known: {known}")
+        else:
+            problems += _check_variant_keys(name, variant)
     for i, name in enumerate(config["datasets"]):
         if module_of(config, name) not in known:
-            raise ConfigError(f"config key datasets[{i}]: unknown dataset {name!r}; known: "
-                              f"{known} and variants {sorted(config.get('variants', {}))}")
+            problems.append(f"config key datasets[{i}]: unknown dataset {name!r}; known: "
+                            f"{known} and variants {sorted(variants)}")
     for i, pair in enumerate(config.get("cross_evaluations", [])):
         for side in ("train", "test"):
             if module_of(config, pair[side]) not in known:
-                raise ConfigError(f"config key cross_evaluations[{i}].{side}: unknown dataset "
-                                  f"{pair[side]!r}")
+                problems.append(f"config key cross_evaluations[{i}].{side}: unknown dataset "
+                                f"{pair[side]!r}")
+    return problems
+
+
+def _check_variant_keys(name: str, variant: dict[str, Any]) -> list[str]:
+    """A variant's keys are its dataset's keys: validate them against that block."""
+    block = copy.deepcopy(_schema(SCHEMA)["properties"][variant["dataset"]])
+    block = _without_defaults(block)
+    own = {k: v for k, v in variant.items() if k != "dataset"}
+    validator = jsonschema.Draft202012Validator(block)
+    return [f"config key variants.{name}.{_key(e.absolute_path)}: {e.message}"
+            for e in validator.iter_errors(own)]
 
 
 def dataset_settings(config: dict[str, Any], name: str) -> dict[str, Any]:
-    """Everything the stages need for one dataset: global defaults merged with its settings."""
+    """Everything the stages need for one dataset or variant: its own block (filled with its
+    defaults by validation), the variant's keys over it, and the global features, training,
+    model parameters and on_bad_audio with the dataset's overrides merged in."""
     module = module_of(config, name)
     own = deep_merge(config.get(module, {}), {
         k: v for k, v in config.get("variants", {}).get(name, {}).items() if k != "dataset"})
-    settings = {k: v for k, v in own.items() if k not in ("features", "training", "model_params")}
-    settings.update(
-        dataset=module,
-        name=name,
-        on_bad_audio=config.get("on_bad_audio", "fail"),
-        features=deep_merge(config.get("features", {}), own.get("features", {})),
-        training=deep_merge(config.get("training", {}), own.get("training", {})),
-        model_params=deep_merge(config.get("model_params", {}), own.get("model_params", {})),
-    )
+    settings = {k: v for k, v in own.items() if k not in OVERRIDABLE}
+    settings.update(dataset=module, name=name)
+    for key in OVERRIDABLE:
+        glob, mine = config.get(key), own.get(key)
+        settings[key] = deep_merge(glob, mine) if isinstance(glob, dict) else (
+            glob if mine is None else mine)
     return settings
+
+
+def settings_for(name: str, overrides: dict[str, Any] | None = None,
+                 **config: Any) -> dict[str, Any]:
+    """A dataset's complete settings from defaults, for code outside the workflow (tests,
+    notebooks, benchmarks): `overrides` is the dataset's block, `config` top-level keys."""
+    full = validate({"datasets": [name], **config, **({name: overrides} if overrides else {})})
+    return dataset_settings(full, name)
 
 
 #: Settings that only training and evaluation read; the data stages never see them, so
@@ -151,24 +255,19 @@ def stage_settings(config: dict[str, Any], name: str, stage: str) -> dict[str, A
     """The part of dataset_settings a stage depends on (Snakemake re-runs a job when its
     params change, so each stage gets exactly what it reads).
 
-    acquire: the dataset module's acquisition keys; split: data settings; features: data
-    settings plus `features` and `on_bad_audio`; train/evaluate: everything.
+    acquire: the dataset's `acquire_keys`; split: data settings; features: data settings plus
+    `features` and `on_bad_audio`; train/evaluate: everything.
     """
-    from pipeline.datasets import get_dataset
-
     full = dataset_settings(config, name)
     if stage in ("train", "evaluate"):
         return full
-    data = {k: v for k, v in full.items()
-            if k not in MODEL_KEYS + ("features", "on_bad_audio")}
+    data = {k: v for k, v in full.items() if k not in MODEL_KEYS + ("features", "on_bad_audio")}
     if stage == "split":
         return data
     if stage == "features":
         return {**data, "features": full["features"], "on_bad_audio": full["on_bad_audio"]}
     if stage == "acquire":
-        keys = getattr(get_dataset(full["dataset"]), "acquire_keys", None)
-        if keys is None:
-            return data
+        keys = DATASETS[full["dataset"]].acquire_keys
         return {k: v for k, v in data.items() if k in keys or k in ("dataset", "name")}
     raise ValueError(f"unknown stage {stage!r}")
 
@@ -178,3 +277,25 @@ def cross_pairs(config: dict[str, Any]) -> list[tuple[str, str]]:
     run = set(config["datasets"])
     return [(p["train"], p["test"]) for p in config.get("cross_evaluations", [])
             if p["train"] in run and p["test"] in run and p["train"] != p["test"]]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m pipeline.config [config.yaml] [dataset ...]`: the effective config (every
+    default filled in), or the merged settings of the named datasets/variants."""
+    import sys
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    path = Path(args.pop(0)) if args and args[0].endswith((".yaml", ".yml")) else Path(
+        "config.yaml")
+    try:
+        config = validate(yaml.safe_load(path.read_text()) or {})
+    except ConfigError as err:
+        print(err, file=sys.stderr)
+        return 2
+    shown = {name: dataset_settings(config, name) for name in args} if args else config
+    print(yaml.safe_dump(shown, sort_keys=False), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -26,13 +26,11 @@ from sklearn.metrics import (  # noqa: E402
 from pipeline import provenance  # noqa: E402
 from pipeline.features import load_split, read_attrs  # noqa: E402
 from pipeline.io import atomic_path, write_json, write_table  # noqa: E402
-from pipeline.training import choose_device, evaluate, load_checkpoint, normalise  # noqa: E402
+from pipeline.checkpoint import load_checkpoint, normalise_with  # noqa: E402
+from pipeline.modalities import get_modality  # noqa: E402
+from pipeline.training import choose_device, evaluate  # noqa: E402
 
 log = logging.getLogger(__name__)
-
-#: Feature parameters that must agree for a model to read another dataset's features.
-COMPATIBLE_KEYS = ("modality", "sample_rate", "clip_seconds", "window_ms", "hop_ms", "n_mels",
-                   "n_fft", "f_min", "f_max", "log_offset", "height", "width")
 
 
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, label_names: list[str]
@@ -102,7 +100,10 @@ def check_compatible(ckpt: dict[str, Any], attrs: dict[str, Any], test_name: str
                          f"{attrs['label_names']}: cannot cross-evaluate")
     theirs = attrs
     ours = ckpt["feature_params"]
-    for key in COMPATIBLE_KEYS:
+    if ours.get("modality") != theirs.get("modality"):
+        raise ValueError(f"model was trained on {ours.get('modality')} features, {test_name} "
+                         f"holds {theirs.get('modality')} features: cannot cross-evaluate")
+    for key in get_modality(ours["modality"]).compatible_keys:
         a, b = ours.get(key), theirs.get(key)
         if a is None and b is None:
             continue
@@ -124,8 +125,7 @@ def evaluate_model(model_pt: str | os.PathLike, features_h5: str | os.PathLike,
     attrs = read_attrs(Path(features_h5))
     check_compatible(ckpt, attrs, str(attrs.get("dataset", features_h5)))
     test = load_split(Path(features_h5), "test")
-    norm = ckpt["normalization"]
-    x = normalise(test.features, norm["mean"].float(), norm["std"].float())
+    x = normalise_with(ckpt, test.features)
     _, _, probs = evaluate(model, x, test.labels, dev)
     y_true, y_pred = test.labels.numpy(), probs.argmax(1).numpy()
     names = list(ckpt["label_names"])

@@ -10,12 +10,25 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
+class JobStopped(Exception):
+    """A job that stopped on request (a signal) after saving what it had; not a failure to
+    explain with a traceback. `exit_code` follows the shell's 128 + signal number."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
 @contextlib.contextmanager
-def log_to(path: str | os.PathLike, level: int = logging.INFO) -> Iterator[logging.Logger]:
-    """Log to `path` and stderr; an exception is logged with its traceback, then re-raised."""
+def log_to(path: str | os.PathLike, level: int = logging.INFO,
+           append: bool = False) -> Iterator[logging.Logger]:
+    """Log to `path` and stderr; an exception is logged with its traceback, then re-raised.
+    A stop request or Ctrl-C ends the job with one line instead. `append` continues the
+    file (a resumed job's log goes on where the interrupted one stopped)."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
-    handlers = [logging.FileHandler(path, mode="w"), logging.StreamHandler(sys.stderr)]
+    handlers = [logging.FileHandler(path, mode="a" if append else "w"),
+                logging.StreamHandler(sys.stderr)]
     root = logging.getLogger()
     for handler in handlers:
         handler.setFormatter(fmt)
@@ -24,6 +37,11 @@ def log_to(path: str | os.PathLike, level: int = logging.INFO) -> Iterator[loggi
     logging.captureWarnings(True)
     try:
         yield root
+    except JobStopped as stop:
+        raise SystemExit(stop.exit_code) from None  # its one line is already logged
+    except KeyboardInterrupt:
+        root.warning("interrupted (Ctrl-C); nothing of this job was kept")
+        raise SystemExit(130) from None
     except BaseException:
         root.exception("stage failed")
         raise

@@ -1,4 +1,7 @@
-"""Split schemes and leakage checks; the output is one table per dataset (splits.tsv)."""
+"""Split schemes and leakage checks (pure functions on clip tables; datasets use them).
+
+The split stage itself (`pipeline.datasets.split_dataset`) writes one table per dataset,
+results/{dataset}/splits.tsv."""
 
 from __future__ import annotations
 
@@ -7,8 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.datasets.base import DataError
-from pipeline.io import write_table
+from pipeline.errors import DataError
 
 SPLITS = ("train", "valid", "test")
 
@@ -50,23 +52,6 @@ def check_complete(table: pd.DataFrame) -> None:
     for name in SPLITS:
         if not (table["split"] == name).any():
             raise DataError(f"split {name!r} is empty; adjust the split settings")
-
-
-def split_dataset(dataset: str, root: Path, settings: dict, out: Path) -> pd.DataFrame:
-    """List the dataset's clips, assign splits, check them, and write ``splits.tsv``."""
-    from pipeline.datasets import get_dataset
-
-    spec = get_dataset(dataset)
-    clips = spec.list_clips(Path(root), settings)
-    table = spec.assign_splits(clips, settings)
-    check_complete(table)
-    if settings.get("split") == "speaker" or settings.get("leak_check_speakers", False):
-        check_no_leak(table, "speaker")
-    order = {name: i for i, name in enumerate(SPLITS)}
-    table = table.assign(_o=table["split"].map(order)).sort_values(["_o", "clip"], kind="stable")
-    table = table.drop(columns="_o").reset_index(drop=True)
-    write_table(out, table)
-    return table
 
 
 def read_splits(path: Path) -> pd.DataFrame:

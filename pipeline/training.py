@@ -1,7 +1,13 @@
-"""Training: plain functions (seed, device, one epoch, evaluate) and a resumable job driver."""
+"""Training: plain functions (seed, device, one epoch, evaluate) and a resumable job driver.
+
+`train_model` reads like a classic PyTorch `main()`: load the data, build the parts, resume
+if a state exists, train epoch by epoch (saving the resume state after each), then write the
+self-describing checkpoint (pipeline/checkpoint.py) of the best epoch.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import hashlib
@@ -10,7 +16,9 @@ import logging
 import math
 import os
 import random
+import signal
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,16 +29,38 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from pipeline.features import feature_params_from_attrs, load_split, read_attrs
-from pipeline.io import atomic_path, write_table
+from pipeline.checkpoint import CHECKPOINT_FORMAT, normalise, save_checkpoint
+from pipeline.dicts import strict_fields
+from pipeline.features import FeatureSplit, describing_attrs, load_split, read_attrs
+from pipeline.io import write_table
+from pipeline.logs import JobStopped
+from pipeline.modalities import get_modality
 from pipeline.models import build_model, count_parameters, make_config
+from pipeline.resume import ResumeState
 
 log = logging.getLogger(__name__)
-CHECKPOINT_FORMAT = "spoken-digits-model/1"
+
+
+@dataclass(frozen=True)
+class SpecAugment:
+    time_masks: int = 0
+    time_width: int = 10
+    freq_masks: int = 0
+    freq_width: int = 5
+
+
+@dataclass(frozen=True)
+class NoiseMix:
+    probability: float = 0.0
+    volume: tuple[float, float] = (0.0, 0.1)
+    label: str = "silence"
 
 
 @dataclass(frozen=True)
 class TrainSettings:
+    """Optimisation settings; the defaults are the lecture's MATLAB options and the single
+    source of the `training` defaults (the schema is checked against them by a test)."""
+
     epochs: int = 25
     batch_size: int = 128
     learning_rate: float = 3e-4
@@ -39,14 +69,19 @@ class TrainSettings:
     weight_decay: float = 0.0
     class_weights: bool = False
     mixed_precision: bool = True
-    spec_augment: dict = dataclasses.field(default_factory=dict)
+    spec_augment: SpecAugment = SpecAugment()
     time_shift_frames: int = 0
-    noise: dict = dataclasses.field(default_factory=dict)
+    noise: NoiseMix = NoiseMix()
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainSettings:
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in names})
+        """From config values; an unknown key fails as everywhere else."""
+        kwargs = strict_fields(cls, values, "training")
+        kwargs["spec_augment"] = SpecAugment(**strict_fields(
+            SpecAugment, kwargs.get("spec_augment"), "training.spec_augment"))
+        kwargs["noise"] = NoiseMix(**strict_fields(NoiseMix, kwargs.get("noise"),
+                                                   "training.noise"))
+        return cls(**kwargs)
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -72,10 +107,6 @@ def choose_device(request: str = "auto") -> torch.device:
     return device
 
 
-def normalise(features: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    return (features - mean[None, :, None]) / std[None, :, None]
-
-
 class Augment:
     """Training-only perturbations from their own seeded generator; never used on evaluation.
 
@@ -88,15 +119,8 @@ class Augment:
     def __init__(self, settings: TrainSettings, generator: torch.Generator,
                  mean: torch.Tensor, std: torch.Tensor,
                  noise_bank: torch.Tensor | None = None) -> None:
-        spec = settings.spec_augment or {}
-        self.time_masks = int(spec.get("time_masks", 0))
-        self.time_width = int(spec.get("time_width", 10))
-        self.freq_masks = int(spec.get("freq_masks", 0))
-        self.freq_width = int(spec.get("freq_width", 5))
-        self.shift = int(settings.time_shift_frames)
-        noise = settings.noise or {}
-        self.noise_probability = float(noise.get("probability", 0.0))
-        self.noise_volume = tuple(noise.get("volume", (0.0, 0.1)))
+        self.spec, self.noise, self.shift = (settings.spec_augment, settings.noise,
+                                             settings.time_shift_frames)
         self.noise_bank = noise_bank if noise_bank is not None and len(noise_bank) else None
         self.mean, self.std = mean, std
         self.generator = generator
@@ -120,9 +144,9 @@ class Augment:
 
     def _mix_noise(self, x: torch.Tensor) -> torch.Tensor:
         n = x.shape[0]
-        use = torch.rand(n, generator=self.generator) < self.noise_probability
+        use = torch.rand(n, generator=self.generator) < self.noise.probability
         pick = torch.randint(0, len(self.noise_bank), (n,), generator=self.generator)
-        lo, hi = self.noise_volume
+        lo, hi = self.noise.volume
         volume = lo + (hi - lo) * torch.rand(n, generator=self.generator)
         rows = use.nonzero().flatten()
         if len(rows) == 0:
@@ -138,7 +162,7 @@ class Augment:
 
     def __call__(self, raw: torch.Tensor) -> torch.Tensor:
         """A raw (log-mel) training batch -> the augmented, normalised model input."""
-        if self.noise_bank is not None and self.noise_probability > 0:
+        if self.noise_bank is not None and self.noise.probability > 0:
             raw = self._mix_noise(raw)
         x = normalise(raw, self.mean, self.std)
         if self.shift:
@@ -147,8 +171,8 @@ class Augment:
             frames = x.shape[-1]
             index = (torch.arange(frames, device=x.device)[None, :] - shifts[:, None]) % frames
             x = x.gather(2, index[:, None, :].expand_as(x))
-        x = self._masks(x, self.time_masks, self.time_width, axis=2)
-        return self._masks(x, self.freq_masks, self.freq_width, axis=1)
+        x = self._masks(x, self.spec.time_masks, self.spec.time_width, axis=2)
+        return self._masks(x, self.spec.freq_masks, self.spec.freq_width, axis=1)
 
 
 def _autocast(device: torch.device, enabled: bool):
@@ -158,12 +182,17 @@ def _autocast(device: torch.device, enabled: bool):
 
 def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
                     loss_fn: nn.Module, device: torch.device, prepare=None,
-                    mixed_precision: bool = False) -> tuple[float, float, int]:
+                    mixed_precision: bool = False,
+                    should_stop: Callable[[], bool] | None = None) -> tuple[float, float, int]:
     """One pass over `loader`; `prepare` maps a raw batch to model input (augment, normalise).
+    Loss and hits are summed on the device (no host sync per step). `should_stop` is asked
+    after every batch; when it says so the pass ends early.
 
-    Returns (mean loss, accuracy, examples)."""
+    Returns (mean loss, accuracy, examples seen)."""
     model.train()
-    total_loss, correct, seen = 0.0, 0, 0
+    total_loss = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    seen = 0
     for x, y in loader:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         if prepare is not None:
@@ -174,10 +203,13 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
             loss = loss_fn(logits.float(), y)
         loss.backward()
         optimizer.step()
-        total_loss += loss.item() * len(y)
-        correct += (logits.argmax(1) == y).sum().item()
+        total_loss += loss.detach().double() * len(y)
+        correct += (logits.argmax(1) == y).sum()
         seen += len(y)
-    return total_loss / seen, correct / seen, seen
+        if should_stop is not None and should_stop():
+            break
+    seen = max(seen, 1)
+    return total_loss.item() / seen, correct.item() / seen, seen
 
 
 @torch.no_grad()
@@ -203,188 +235,231 @@ def fingerprint(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _plain(config) -> dict[str, Any]:
-    """A dataclass as JSON-like values (tuples -> lists), safe for weights_only loading."""
-    return json.loads(json.dumps(dataclasses.asdict(config)))
-
-
 def receptive_field_info(model: nn.Module, input_shape: tuple[int, int],
                          feature_params: dict[str, Any]) -> dict[str, Any]:
-    frames, bands = model.receptive_field(input_shape)
-    info: dict[str, Any] = {"frames": int(frames), "bands": int(bands)}
-    if feature_params.get("modality") == "audio":
-        hop, win = float(feature_params["hop_ms"]), float(feature_params["window_ms"])
-        info["ms"] = round((frames - 1) * hop + win, 3)
-        info["bands_of"] = int(feature_params["n_mels"])
-    else:
-        info["ms"] = None
-        info["bands_of"] = int(input_shape[0])
+    """The field in input steps and rows, and in ms where the modality has a time axis."""
+    steps, rows = model.receptive_field(input_shape)
+    info: dict[str, Any] = {"frames": int(steps), "bands": int(rows),
+                            "bands_of": int(input_shape[0]), "ms": None}
+    timing = get_modality(feature_params["modality"]).step_ms(feature_params)
+    if timing is not None:
+        step, span = timing
+        info["ms"] = round((steps - 1) * step + span, 3)
     return info
 
 
-def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu"
-                    ) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild a model from a self-describing checkpoint (weights_only: no code is run)."""
-    ckpt = torch.load(path, map_location=device, weights_only=True)
-    if ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path}: not a checkpoint of this pipeline (format "
-                         f"{ckpt.get('format')!r})")
-    model = build_model(ckpt["model"], ckpt["model_config"], tuple(ckpt["input_shape"]),
-                        len(ckpt["label_names"]))
-    model.load_state_dict(ckpt["state_dict"])
-    model.to(device).eval()
-    return model, ckpt
+# --------------------------------------------------------------------------- the job driver
+
+@dataclass
+class TrainingData:
+    train: FeatureSplit  # raw features: augmentation works on them, then normalises
+    x_valid: torch.Tensor  # normalised
+    y_valid: torch.Tensor
+    attrs: dict[str, Any]
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    @property
+    def label_names(self) -> list[str]:
+        return self.attrs["label_names"]
+
+    @property
+    def input_shape(self) -> tuple[int, int]:
+        return tuple(self.train.features.shape[1:])
 
 
-def train_model(features_h5: str | os.PathLike, model_name: str, settings: dict[str, Any],
-                seed: int, model_out: str | os.PathLike, history_out: str | os.PathLike,
-                device: str = "auto", threads: int = 1) -> dict[str, Any]:
-    """Train one model on one dataset with one seed; resumable after a kill.
-
-    After every epoch the full state (model, optimizer, scheduler, every RNG, history, best
-    weights) goes to ``resume.pt`` beside `model_out`; a re-run with the same inputs picks it
-    up and ends exactly as an uninterrupted run would.
-    """
-    model_out, history_out = Path(model_out), Path(history_out)
-    resume_path = model_out.with_name("resume.pt")
-    torch.set_num_threads(max(1, threads))
-    ts = TrainSettings.from_dict(settings.get("training", {}))
-    model_params = settings.get("model_params", {}).get(model_name, {})
-    make_config(model_name, model_params)  # fail early on unknown parameters
-
+def load_training_data(features_h5: str | os.PathLike) -> TrainingData:
     attrs = read_attrs(Path(features_h5))
-    label_names = attrs["label_names"]
     mean = torch.as_tensor(attrs["norm_mean"], dtype=torch.float32)
     std = torch.as_tensor(attrs["norm_std"], dtype=torch.float32)
     train, valid = load_split(Path(features_h5), "train"), load_split(Path(features_h5), "valid")
-    x_valid = normalise(valid.features, mean, std)
-    input_shape = tuple(train.features.shape[1:])
-    feature_params = feature_params_from_attrs(attrs)
+    return TrainingData(train, normalise(valid.features, mean, std), valid.labels, attrs,
+                        mean, std)
 
-    dev = choose_device(device)
+
+@dataclass
+class Trainer:
+    """The parts of one training job, built in a fixed order (it fixes the RNG draws)."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    loss_fn: nn.Module
+    loader: DataLoader
+    augment: Augment
+    device: torch.device
+
+    def stateful(self) -> dict[str, Any]:
+        return {"model": self.model, "optimizer": self.optimizer, "scheduler": self.scheduler}
+
+    def generators(self) -> dict[str, torch.Generator]:
+        return {"loader": self.loader.generator, "augment": self.augment.generator}
+
+
+def build_trainer(data: TrainingData, model_name: str, model_params: dict[str, Any],
+                  ts: TrainSettings, seed: int, device: torch.device) -> Trainer:
     loader_gen = seed_everything(seed)
-    noise_label = (ts.noise or {}).get("label", "silence")
+    names = data.label_names
     noise_bank = None
-    if noise_label in label_names:
-        noise_bank = train.features[train.labels == label_names.index(noise_label)]
-    augment = Augment(ts, torch.Generator().manual_seed(seed + 1_000_003), mean, std,
-                      noise_bank).to(dev)
-    model = build_model(model_name, model_params, input_shape, len(label_names)).to(dev)
+    if ts.noise.label in names:
+        noise_bank = data.train.features[data.train.labels == names.index(ts.noise.label)]
+    augment = Augment(ts, torch.Generator().manual_seed(seed + 1_000_003), data.mean, data.std,
+                      noise_bank).to(device)
+    model = build_model(model_name, model_params, data.input_shape, len(names)).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=ts.learning_rate,
                                  weight_decay=ts.weight_decay)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=ts.lr_drop_epoch,
                                                 gamma=ts.lr_drop_factor)
     weights = None
     if ts.class_weights:
-        counts = torch.bincount(train.labels, minlength=len(label_names)).float()
-        weights = (counts.sum() / (len(label_names) * counts.clamp_min(1))).to(dev)
-    loss_fn = nn.CrossEntropyLoss(weight=weights)
-    loader = DataLoader(TensorDataset(train.features, train.labels), batch_size=ts.batch_size,
-                        shuffle=True, generator=loader_gen, num_workers=0)
-    run_id = fingerprint(model_name, model_params, dataclasses.asdict(ts), seed,
-                         {k: str(v) for k, v in attrs.items()}, len(train.labels))
+        counts = torch.bincount(data.train.labels, minlength=len(names)).float()
+        weights = (counts.sum() / (len(names) * counts.clamp_min(1))).to(device)
+    loader = DataLoader(TensorDataset(data.train.features, data.train.labels),
+                        batch_size=ts.batch_size, shuffle=True, generator=loader_gen,
+                        num_workers=0)
+    return Trainer(model, optimizer, scheduler, nn.CrossEntropyLoss(weight=weights), loader,
+                   augment, device)
 
-    history: list[dict[str, float]] = []
-    best: dict[str, Any] = {"valid_accuracy": -1.0}
-    start_epoch = 1
-    if resume_path.exists():
-        state = torch.load(resume_path, map_location="cpu", weights_only=True)
-        if state.get("run_id") == run_id:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            loader_gen.set_state(state["loader_rng"])
-            augment.generator.set_state(state["augment_rng"])
-            torch.set_rng_state(state["torch_rng"])
-            if dev.type == "cuda" and "cuda_rng" in state:
-                torch.cuda.set_rng_state(state["cuda_rng"])
-            random.setstate(_tuple_state(state["python_rng"]))
-            np.random.set_state(_numpy_state(state["numpy_rng"]))
-            history, best = state["history"], state["best"]
-            start_epoch = state["epoch"] + 1
-            log.info("resuming %s from epoch %d (%s)", model_name, start_epoch, resume_path)
-        else:
-            log.warning("ignoring %s: it belongs to other inputs or settings", resume_path)
 
-    n_params = count_parameters(model)
-    log.info("%s: %d parameters, input %s, %d classes, device %s, %d train / %d valid",
-             model_name, n_params, input_shape, len(label_names), dev, len(train.labels),
-             len(x_valid))
-    for epoch in range(start_epoch, ts.epochs + 1):
-        t0 = time.perf_counter()
-        lr = optimizer.param_groups[0]["lr"]
-        tr_loss, tr_acc, seen = train_one_epoch(model, loader, optimizer, loss_fn, dev, augment,
-                                                ts.mixed_precision)
-        va_loss, va_acc, _ = evaluate(model, x_valid, valid.labels, dev,
-                                      mixed_precision=ts.mixed_precision)
-        scheduler.step()
-        seconds = time.perf_counter() - t0
-        history.append({"epoch": epoch, "train_loss": tr_loss, "train_accuracy": tr_acc,
-                        "valid_loss": va_loss, "valid_accuracy": va_acc, "learning_rate": lr,
-                        "seconds": seconds, "samples_per_second": seen / seconds})
-        if va_acc > best["valid_accuracy"]:
-            best = {"valid_accuracy": va_acc, "epoch": epoch,
-                    "state_dict": {k: v.detach().cpu().clone()
-                                   for k, v in model.state_dict().items()},
-                    "optimizer": copy.deepcopy(optimizer.state_dict())}
-        left = sum(h["seconds"] for h in history[-3:]) / min(3, len(history))
-        log.info("epoch %d/%d  train loss %.4f acc %.4f  valid loss %.4f acc %.4f  lr %.1e  "
-                 "%.0f samples/s  %.1fs  ~%.0fs left", epoch, ts.epochs, tr_loss, tr_acc,
-                 va_loss, va_acc, lr, seen / seconds, seconds, left * (ts.epochs - epoch))
-        state = {"run_id": run_id, "epoch": epoch, "model": model.state_dict(),
-                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                 "loader_rng": loader_gen.get_state(), "augment_rng": augment.generator.get_state(),
-                 "torch_rng": torch.get_rng_state(), "python_rng": _list_state(random.getstate()),
-                 "numpy_rng": _list_state(np.random.get_state()), "history": history,
-                 "best": best}
-        if dev.type == "cuda":
-            state["cuda_rng"] = torch.cuda.get_rng_state()
-        with atomic_path(resume_path) as tmp:
-            torch.save(state, tmp)
+def run_epoch(trainer: Trainer, data: TrainingData, ts: TrainSettings, epoch: int,
+              should_stop: Callable[[], bool]) -> dict[str, float] | None:
+    """Train and validate one epoch; None when a stop request cut it short."""
+    t0 = time.perf_counter()
+    lr = trainer.optimizer.param_groups[0]["lr"]
+    tr_loss, tr_acc, seen = train_one_epoch(trainer.model, trainer.loader, trainer.optimizer,
+                                            trainer.loss_fn, trainer.device, trainer.augment,
+                                            ts.mixed_precision, should_stop)
+    if should_stop():
+        return None
+    va_loss, va_acc, _ = evaluate(trainer.model, data.x_valid, data.y_valid, trainer.device,
+                                  mixed_precision=ts.mixed_precision)
+    trainer.scheduler.step()
+    seconds = time.perf_counter() - t0
+    return {"epoch": epoch, "train_loss": tr_loss, "train_accuracy": tr_acc,
+            "valid_loss": va_loss, "valid_accuracy": va_acc, "learning_rate": lr,
+            "seconds": seconds, "samples_per_second": seen / seconds}
 
-    train_seconds = float(sum(h["seconds"] for h in history))
-    checkpoint = {
+
+def record_epoch(state: ResumeState, trainer: Trainer, row: dict[str, float],
+                 epochs: int) -> None:
+    state.epoch = int(row["epoch"])
+    state.history.append(row)
+    if row["valid_accuracy"] > state.best["valid_accuracy"]:
+        state.best = {"valid_accuracy": row["valid_accuracy"], "epoch": state.epoch,
+                      "state_dict": {k: v.detach().cpu().clone()
+                                     for k, v in trainer.model.state_dict().items()},
+                      "optimizer": copy.deepcopy(trainer.optimizer.state_dict())}
+    recent = state.history[-3:]
+    left = sum(h["seconds"] for h in recent) / len(recent) * (epochs - state.epoch)
+    log.info("epoch %d/%d  train loss %.4f acc %.4f  valid loss %.4f acc %.4f  lr %.1e  "
+             "%.0f samples/s  %.1fs  ~%.0fs left", state.epoch, epochs, row["train_loss"],
+             row["train_accuracy"], row["valid_loss"], row["valid_accuracy"],
+             row["learning_rate"], row["samples_per_second"], row["seconds"], left)
+
+
+def assemble_checkpoint(state: ResumeState, trainer: Trainer, data: TrainingData,
+                        model_name: str, model_params: dict[str, Any], ts: TrainSettings,
+                        seed: int, dataset: str) -> dict[str, Any]:
+    feature_params = describing_attrs(data.attrs)
+    return {
         "format": CHECKPOINT_FORMAT,
         "model": model_name,
-        "model_config": _plain(make_config(model_name, model_params)),
-        "state_dict": best["state_dict"],
-        "optimizer": best["optimizer"],
-        "label_names": list(label_names),
-        "input_shape": list(input_shape),
+        "model_config": json.loads(json.dumps(dataclasses.asdict(
+            make_config(model_name, model_params)))),
+        "state_dict": state.best["state_dict"],
+        "optimizer": state.best["optimizer"],
+        "label_names": list(data.label_names),
+        "input_shape": list(data.input_shape),
         "feature_params": feature_params,
-        "normalization": {"mean": mean, "std": std},
-        "epoch": int(best["epoch"]),
-        "epochs_trained": len(history),
-        "valid_accuracy": float(best["valid_accuracy"]),
-        "parameters": n_params,
-        "receptive_field": receptive_field_info(model, input_shape, feature_params),
-        "train_seconds": train_seconds,
-        "device": str(dev),
+        "normalization": {"mean": data.mean, "std": data.std},
+        "epoch": int(state.best["epoch"]),
+        "epochs_trained": len(state.history),
+        "valid_accuracy": float(state.best["valid_accuracy"]),
+        "parameters": count_parameters(trainer.model),
+        "receptive_field": receptive_field_info(trainer.model, data.input_shape,
+                                                feature_params),
+        "train_seconds": float(sum(h["seconds"] for h in state.history)),
+        "device": str(trainer.device),
         "seed": int(seed),
-        "dataset": settings.get("name", attrs.get("dataset", "")),
-        "training": dataclasses.asdict(ts),
+        "dataset": dataset,
+        "training": json.loads(json.dumps(dataclasses.asdict(ts))),
     }
-    with atomic_path(model_out) as tmp:
-        torch.save(checkpoint, tmp)
-    write_table(history_out, pd.DataFrame(history))
-    resume_path.unlink(missing_ok=True)
-    log.info("best epoch %d, valid accuracy %.4f, %.1f s training", best["epoch"],
-             best["valid_accuracy"], train_seconds)
+
+
+class Interrupted(JobStopped):
+    """A training job stopped by SIGINT/SIGTERM; its resume state is on disk."""
+
+
+@contextlib.contextmanager
+def stop_requests() -> Iterator[Callable[[], int]]:
+    """While active, SIGINT and SIGTERM only record a request (the job stops after the
+    current batch); yields a function that returns the signal number, or 0."""
+    received = {"signal": 0}
+
+    def handler(signum, frame):
+        received["signal"] = signum
+
+    try:
+        previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread: leave signals alone
+        yield lambda: 0
+        return
+    try:
+        yield lambda: received["signal"]
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def train_model(features_h5: str | os.PathLike, model_name: str, settings: dict[str, Any],
+                seed: int, model_out: str | os.PathLike, history_out: str | os.PathLike,
+                device: str = "auto", threads: int = 1) -> dict[str, Any]:
+    """Train one model on one dataset with one seed; resumable after a kill or a signal.
+
+    After every epoch the full state goes to ``resume.pt`` beside `model_out`; a re-run with
+    the same inputs continues from it and ends exactly as an uninterrupted run would.
+    """
+    torch.set_num_threads(max(1, threads))
+    ts = TrainSettings.from_dict(settings["training"])
+    model_params = settings["model_params"].get(model_name, {})
+    make_config(model_name, model_params)  # fail early on unknown parameters
+    data = load_training_data(features_h5)
+    trainer = build_trainer(data, model_name, model_params, ts, seed, choose_device(device))
+    resume_path = Path(model_out).with_name("resume.pt")
+    run_id = fingerprint(model_name, model_params, dataclasses.asdict(ts), seed,
+                         {k: str(v) for k, v in data.attrs.items()}, len(data.train.labels))
+    state = ResumeState.load(resume_path, run_id)
+    if state is None:
+        state = ResumeState(run_id)
+    else:
+        state.restore(trainer.stateful(), trainer.generators())
+        log.info("resuming %s after epoch %d of %d (%s)", model_name, state.epoch, ts.epochs,
+                 resume_path)
+    log.info("%s: %d parameters, input %s, %d classes, device %s, %d train / %d valid",
+             model_name, count_parameters(trainer.model), data.input_shape,
+             len(data.label_names), trainer.device, len(data.train.labels), len(data.y_valid))
+    with stop_requests() as stopped:
+        for epoch in range(state.epoch + 1, ts.epochs + 1):
+            row = run_epoch(trainer, data, ts, epoch, stopped)
+            if row is None:
+                raise Interrupted(_interrupted(stopped(), state.epoch, resume_path),
+                                  128 + stopped())
+            record_epoch(state, trainer, row, ts.epochs)
+            state.capture(trainer.stateful(), trainer.generators())
+            state.save(resume_path)
+    checkpoint = assemble_checkpoint(state, trainer, data, model_name, model_params, ts, seed,
+                                     settings.get("name", data.attrs.get("dataset", "")))
+    save_checkpoint(model_out, checkpoint)
+    write_table(history_out, pd.DataFrame(state.history))
+    log.info("best epoch %d, valid accuracy %.4f, %.1f s training", checkpoint["epoch"],
+             checkpoint["valid_accuracy"], checkpoint["train_seconds"])
     return checkpoint
 
 
-def _list_state(state):
-    """RNG states as lists/ints/arrays-as-tensors only, so weights_only loading accepts them."""
-    if isinstance(state, tuple | list):
-        return [_list_state(s) for s in state]
-    if isinstance(state, np.ndarray):
-        return torch.from_numpy(state.astype(np.int64))
-    return state
-
-
-def _tuple_state(state):
-    return (state[0], tuple(state[1]), state[2])
-
-
-def _numpy_state(state):
-    return (state[0], state[1].numpy().astype(np.uint32), state[2], state[3], state[4])
+def _interrupted(signum: int, epoch: int, resume_path: Path) -> str:
+    """The one line a stopped job leaves; its exit status is 128 + the signal, as a shell's."""
+    name = signal.Signals(signum).name
+    kept = (f"resume state after epoch {epoch} kept in {resume_path}" if epoch
+            else "no epoch had finished, nothing to resume")
+    log.warning("stopped by %s: %s; run the workflow again to continue", name, kept)
+    return f"training stopped by {name}: {kept}; run the workflow again to continue"

@@ -69,24 +69,24 @@ def write_tone(path: Path, freq: float, rate: int = 8000, seconds: float = 0.5,
 @pytest.fixture(scope="session")
 def tiny_tts(tmp_path_factory) -> Path:
     """A synthesized tiny tts_digits raw folder (espeak-ng), made once per session."""
+    from pipeline.config import settings_for
     from pipeline.datasets import acquire_dataset
 
     dest = tmp_path_factory.mktemp("tts") / "tts_digits"
-    acquire_dataset("tts_digits", dest, TINY_TTS, workers=2)
+    acquire_dataset(dest, settings_for("tts_digits", TINY_TTS), workers=2)
     return dest
 
 
 @pytest.fixture(scope="session")
 def tiny_features(tiny_tts, tmp_path_factory) -> tuple[Path, dict]:
     """splits.tsv and features.h5 of the tiny tts set, with settings as the workflow gives."""
-    from pipeline.config import dataset_settings, validate
+    from pipeline.config import settings_for
+    from pipeline.datasets import split_dataset
     from pipeline.features import compute_features
-    from pipeline.splits import split_dataset
 
-    config = validate({"tts_digits": TINY_TTS, "training": {"epochs": 3, "batch_size": 32}})
-    settings = dataset_settings(config, "tts_digits")
+    settings = settings_for("tts_digits", TINY_TTS, training={"epochs": 3, "batch_size": 32})
     out = tmp_path_factory.mktemp("features")
-    split_dataset("tts_digits", tiny_tts, settings, out / "splits.tsv")
-    compute_features("tts_digits", out / "splits.tsv", tiny_tts, settings, out / "features.h5",
+    split_dataset(tiny_tts, settings, out / "splits.tsv")
+    compute_features(out / "splits.tsv", tiny_tts, settings, out / "features.h5",
                      out / "rejected.tsv")
     return out / "features.h5", settings

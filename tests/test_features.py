@@ -12,15 +12,9 @@ import soundfile as sf
 import torch
 
 from conftest import write_tone
-from pipeline.features import (
-    BadAudioError,
-    FeatureParams,
-    LogMel,
-    compute_features,
-    load_split,
-    read_attrs,
-    read_clip,
-)
+from pipeline.config import settings_for, validate
+from pipeline.features import BadAudioError, compute_features, load_split, read_attrs
+from pipeline.modalities.audio import FeatureParams, LogMel, read_clip
 
 
 def test_hdf5_schema_and_attributes(tiny_features):
@@ -97,18 +91,22 @@ def _bad_dataset(tmp_path):
 def test_bad_audio_fails_naming_every_file(tmp_path):
     root = _bad_dataset(tmp_path)
     with pytest.raises(BadAudioError) as err:
-        compute_features("fsdd", tmp_path / "splits.tsv", root, {"on_bad_audio": "fail"},
+        compute_features(tmp_path / "splits.tsv", root, settings_for("fsdd"),
                          tmp_path / "f.h5", tmp_path / "rejected.tsv")
     message = str(err.value)
     for digit, word in ((9, "unreadable"), (8, "silent"), (7, "empty"), (6, "NaN")):
         assert f"recordings/{digit}_x_0.wav: " in message and word in message
-    assert "on_bad_audio: skip" in message
+    # the advice is valid config, globally and per dataset
+    assert "--config on_bad_audio=skip" in message
+    assert validate({"on_bad_audio": "skip"})["on_bad_audio"] == "skip"
+    assert settings_for("fsdd", {"on_bad_audio": "skip"})["on_bad_audio"] == "skip"
     assert not (tmp_path / "f.h5").exists() and list(tmp_path.glob(".f.h5*")) == []
 
 
 def test_bad_audio_skipped_and_listed(tmp_path):
     root = _bad_dataset(tmp_path)
-    counts = compute_features("fsdd", tmp_path / "splits.tsv", root, {"on_bad_audio": "skip"},
+    counts = compute_features(tmp_path / "splits.tsv", root,
+                              settings_for("fsdd", {"on_bad_audio": "skip"}),
                               tmp_path / "f.h5", tmp_path / "rejected.tsv")
     assert counts == {"train": 2, "valid": 2, "test": 2}
     rejected = pd.read_csv(tmp_path / "rejected.tsv", sep="\t")

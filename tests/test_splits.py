@@ -5,20 +5,23 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from pipeline.datasets import acquire_dataset
+from pipeline.config import settings_for
+from pipeline.datasets import acquire_dataset, split_dataset
 from pipeline.datasets.base import DataError
-from pipeline.splits import check_no_leak, read_splits, split_dataset
+from pipeline.splits import check_no_leak, read_splits
+
+STANDARD = settings_for("fsdd")
 
 
 @pytest.fixture(scope="module")
 def fsdd_root(shared_datasets, tmp_path_factory):
     dest = tmp_path_factory.mktemp("fsdd") / "fsdd"
-    acquire_dataset("fsdd", dest, {}, mirror=str(shared_datasets))
+    acquire_dataset(dest, STANDARD, mirror=str(shared_datasets))
     return dest
 
 
 def test_fsdd_standard_split(fsdd_root, tmp_path):
-    table = split_dataset("fsdd", fsdd_root, {"split": "standard"}, tmp_path / "s.tsv")
+    table = split_dataset(fsdd_root, STANDARD, tmp_path / "s.tsv")
     assert len(table) == 3000
     assert table["speaker"].nunique() == 6
     counts = table["split"].value_counts()
@@ -29,9 +32,9 @@ def test_fsdd_standard_split(fsdd_root, tmp_path):
 
 
 def test_fsdd_speaker_split_has_no_leak(fsdd_root, tmp_path):
-    settings = {"split": "speaker", "valid_speakers": ["theo"],
-                "test_speakers": ["george", "nicolas"]}
-    table = split_dataset("fsdd", fsdd_root, settings, tmp_path / "s.tsv")
+    settings = settings_for("fsdd", {"split": "speaker", "valid_speakers": ["theo"],
+                                     "test_speakers": ["george", "nicolas"]})
+    table = split_dataset(fsdd_root, settings, tmp_path / "s.tsv")
     check_no_leak(table, "speaker")
     assert set(table.loc[table["split"] == "test", "speaker"]) == {"george", "nicolas"}
     assert set(table.loc[table["split"] == "valid", "speaker"]) == {"theo"}
@@ -39,14 +42,15 @@ def test_fsdd_speaker_split_has_no_leak(fsdd_root, tmp_path):
 
 
 def test_split_table_is_identical_across_runs(fsdd_root, tmp_path):
-    split_dataset("fsdd", fsdd_root, {"split": "standard"}, tmp_path / "a.tsv")
-    split_dataset("fsdd", fsdd_root, {"split": "standard"}, tmp_path / "b.tsv")
+    split_dataset(fsdd_root, STANDARD, tmp_path / "a.tsv")
+    split_dataset(fsdd_root, STANDARD, tmp_path / "b.tsv")
     assert (tmp_path / "a.tsv").read_bytes() == (tmp_path / "b.tsv").read_bytes()
 
 
 def test_unknown_held_out_speaker_is_an_error(fsdd_root, tmp_path):
     with pytest.raises(DataError, match="not in the data"):
-        split_dataset("fsdd", fsdd_root, {"split": "speaker", "test_speakers": ["alice"]},
+        split_dataset(fsdd_root, settings_for("fsdd", {"split": "speaker",
+                                                       "test_speakers": ["alice"]}),
                       tmp_path / "s.tsv")
     assert not (tmp_path / "s.tsv").exists()
 
@@ -61,9 +65,10 @@ def test_leak_check_catches_a_speaker_in_two_splits():
 def test_tts_voices_are_held_out_whole(tiny_tts, tmp_path):
     from conftest import TINY_TTS
 
-    a = split_dataset("tts_digits", tiny_tts, TINY_TTS, tmp_path / "a.tsv")
+    settings = settings_for("tts_digits", TINY_TTS)
+    a = split_dataset(tiny_tts, settings, tmp_path / "a.tsv")
     check_no_leak(a, "speaker")
     assert set(a["split"]) == {"train", "valid", "test"}
     assert a["speaker"].nunique() == 12
-    b = split_dataset("tts_digits", tiny_tts, TINY_TTS, tmp_path / "b.tsv")
+    b = split_dataset(tiny_tts, settings, tmp_path / "b.tsv")
     assert a.equals(b)

@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline.training import choose_device, load_checkpoint, train_model
+from pipeline.checkpoint import load_checkpoint
+from pipeline.training import TrainSettings, choose_device, train_model
 
 TIMING = ["seconds", "samples_per_second"]
 
@@ -58,7 +59,8 @@ def test_checkpoint_describes_itself_and_loads_weights_only(tiny_features, tmp_p
                                      "valid_accuracy", "learning_rate", "seconds",
                                      "samples_per_second"]
     assert ckpt["valid_accuracy"] == history["valid_accuracy"].max()
-    assert not (tmp_path / "resume.pt").exists()
+    # kept after the last epoch: a re-run whose model.pt was discarded needs no training
+    assert torch.load(tmp_path / "resume.pt", weights_only=True)["epoch"] == 2
     assert model(torch.zeros(1, *ckpt["input_shape"])).shape == (1, 10)
 
 
@@ -107,7 +109,91 @@ def test_resume_after_kill_gives_the_uninterrupted_result(tiny_features, tmp_pat
     h_ref = pd.read_csv(tmp_path / "ref/history.csv").drop(columns=TIMING)
     h_res = pd.read_csv(out / "history.csv").drop(columns=TIMING)
     pd.testing.assert_frame_equal(h_ref, h_res)
-    assert not resume.exists()
+
+
+def _start_training(path, settings, out, log):
+    """A training job in its own process, as the rule's adapter runs it (log_to + train)."""
+    import json
+
+    code = ("import sys, json; from pipeline.logs import log_to; "
+            "from pipeline.training import train_model\n"
+            "with log_to(sys.argv[5], append=True):\n"
+            "    train_model(sys.argv[1], 'conv1d', json.loads(sys.argv[2]), 3, sys.argv[3], "
+            "sys.argv[4])")
+    return subprocess.Popen([sys.executable, "-c", code, str(path), json.dumps(settings),
+                             str(out / "model.pt"), str(out / "history.csv"), str(log)],
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def _wait_for_epoch(proc, resume, epoch, timeout=300):
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            if torch.load(resume, weights_only=True)["epoch"] >= epoch:
+                return True
+        except (EOFError, RuntimeError, FileNotFoundError, OSError):
+            pass
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_signal_saves_state_and_exits_with_one_line(tiny_features, tmp_path, signum):
+    """Ctrl-C (SIGINT to the process group) or SIGTERM: the job stops after the current
+    batch with one line and status 128 + signal; the re-run continues and its log goes on."""
+    path, settings = tiny_features
+    s = _settings(settings, 8, spec_augment={"time_masks": 1}, time_shift_frames=2)
+    reference = train_model(path, "conv1d", s, 3, tmp_path / "ref/model.pt",
+                            tmp_path / "ref/history.csv")
+    out, log = tmp_path / "stopped", tmp_path / "train.log"
+    out.mkdir()
+    proc = _start_training(path, s, out, log)
+    assert _wait_for_epoch(proc, out / "resume.pt", 2), "training ended before the signal"
+    sent = time.time()
+    os.killpg(proc.pid, signum)
+    _, stderr = proc.communicate(timeout=60)
+    assert time.time() - sent < 30, "the job must stop after the current batch, not run on"
+    assert proc.returncode == 128 + signum
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    # the job's log lines, then exactly one line about the stop, and no traceback
+    assert f"stopped by {signal.Signals(signum).name}" in lines[-1], stderr
+    assert sum("stopped" in line or "interrupt" in line.lower() for line in lines) == 1
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
+    assert not (out / "model.pt").exists()
+    kept = torch.load(out / "resume.pt", weights_only=True)["epoch"]
+    assert 2 <= kept < 8
+
+    from pipeline.logs import log_to
+
+    with log_to(log, append=True):
+        resumed = train_model(path, "conv1d", s, 3, out / "model.pt", out / "history.csv")
+    assert _same_weights(reference["state_dict"], resumed["state_dict"])
+    text = log.read_text()
+    assert "stopped by" in text and f"resuming conv1d after epoch {kept} of 8" in text
+    assert text.index("stopped by") < text.index("resuming")
+
+
+def test_finished_job_rebuilds_its_model_without_training(tiny_features, tmp_path, caplog):
+    """Snakemake may discard the outputs of a job that finished while it was being stopped;
+    the re-run then rebuilds the same model.pt from resume.pt instead of training again."""
+    path, settings = tiny_features
+    s = _settings(settings, 2)
+    first = train_model(path, "dense", s, 0, tmp_path / "model.pt", tmp_path / "h.csv")
+    (tmp_path / "model.pt").unlink()
+    (tmp_path / "h.csv").unlink()
+    caplog.clear()
+    with caplog.at_level("INFO", logger="pipeline.training"):
+        again = train_model(path, "dense", s, 0, tmp_path / "model.pt", tmp_path / "h.csv")
+    assert not [r for r in caplog.records if r.getMessage().startswith("epoch ")]
+    assert _same_weights(first["state_dict"], again["state_dict"])
+    assert again["train_seconds"] == first["train_seconds"]
+
+
+def test_unknown_training_key_fails_like_everywhere_else():
+    with pytest.raises(ValueError, match=r"training: unknown parameters \['epoch'\]"):
+        TrainSettings.from_dict({"epoch": 3})
+    with pytest.raises(ValueError, match=r"training.noise: unknown parameters"):
+        TrainSettings.from_dict({"noise": {"volumes": [0, 1]}})
 
 
 def test_resume_state_of_other_settings_is_ignored(tiny_features, tmp_path):

@@ -7,6 +7,7 @@ import hashlib
 import soundfile as sf
 
 from conftest import TINY_TTS
+from pipeline.config import settings_for
 from pipeline.datasets import acquire_dataset
 from pipeline.datasets.tts_digits import utterance_plan
 
@@ -17,7 +18,7 @@ def _digest(folder):
 
 def test_same_config_same_bytes(tiny_tts, tmp_path):
     again = tmp_path / "tts_digits"
-    acquire_dataset("tts_digits", again, TINY_TTS, workers=1)
+    acquire_dataset(again, settings_for("tts_digits", TINY_TTS), workers=1)
     assert _digest(again / "recordings").hexdigest() == _digest(tiny_tts / "recordings").hexdigest()
 
 
@@ -32,8 +33,9 @@ def test_clips_are_8k_mono_pcm16_with_fsdd_names(tiny_tts):
 
 
 def test_voices_differ_and_plan_is_seeded():
-    plan = utterance_plan(TINY_TTS)
+    settings = settings_for("tts_digits", TINY_TTS)
+    plan = utterance_plan(settings)
     assert plan["speaker"].nunique() == 12
-    assert plan.equals(utterance_plan(TINY_TTS))
-    other = utterance_plan({**TINY_TTS, "seed": 1})
+    assert plan.equals(utterance_plan(settings))
+    other = utterance_plan({**settings, "seed": 1})
     assert not plan["rate"].equals(other["rate"])

@@ -1,26 +1,32 @@
-"""The small interface every dataset module implements, so the DAG treats them alike."""
+"""The interface every dataset module implements, so the DAG treats them alike."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+import numpy as np
 import pandas as pd
+
+from pipeline.errors import DataError
 
 #: Columns every clip table has; datasets may add more (e.g. repetition index).
 CLIP_COLUMNS = ["clip", "path", "label", "speaker"]
 
-
-class DataError(ValueError):
-    """Dataset content or settings that cannot give a trustworthy table."""
+__all__ = ["CLIP_COLUMNS", "DataError", "Dataset", "ImageDataset", "SignalDataset"]
 
 
 class Dataset(Protocol):
-    name: str
-    modality: Literal["audio", "image"]
-    acquisition: Literal["download", "synthesize", "embedded"]
+    """Settings arrive complete: the dataset's schema block with its defaults filled in,
+    plus `dataset`, `name` (the variant), `features`, `training`, `model_params`."""
 
-    def acquire(self, dest: Path, settings: dict[str, Any], mirror: str | None) -> None:
+    name: str
+    modality: Literal["audio", "image", "signal"]  # a key of pipeline.modalities.REGISTRY
+    acquisition: Literal["download", "synthesize"]  # rule download_dataset / synthesize_...
+    acquire_keys: tuple[str, ...]  # settings that change the raw data (re-acquire on change)
+
+    def acquire(self, dest: Path, settings: dict[str, Any], mirror: str | None,
+                workers: int = 1) -> None:
         """Fill the empty folder `dest` with verified raw data."""
 
     def list_clips(self, root: Path, settings: dict[str, Any]) -> pd.DataFrame:
@@ -31,3 +37,21 @@ class Dataset(Protocol):
 
     def assign_splits(self, clips: pd.DataFrame, settings: dict[str, Any]) -> pd.DataFrame:
         """Return `clips` with a `split` column of train/valid/test."""
+
+    def speakers_held_out(self, settings: dict[str, Any]) -> bool:
+        """Whether these settings promise that no speaker is in two splits (then checked)."""
+
+
+class ImageDataset(Dataset, Protocol):
+    def load_images(self, root: Path, table: pd.DataFrame, settings: dict[str, Any]
+                    ) -> np.ndarray:
+        """uint8 [len(table), height, width] in the row order of `table`."""
+
+
+class SignalDataset(Dataset, Protocol):
+    def signal_attrs(self, settings: dict[str, Any]) -> dict[str, Any]:
+        """sample_rate, window, step, channels (names), ... stored with the features."""
+
+    def load_signals(self, root: Path, table: pd.DataFrame, settings: dict[str, Any]
+                     ) -> np.ndarray:
+        """float32 [len(table), channels, window] in the row order of `table`."""

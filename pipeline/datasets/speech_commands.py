@@ -65,25 +65,10 @@ VERSIONS = {
                      1_488_293_908, 64_727, WORDS_V1, "30class"),
 }
 TASKS = ("12class", "35class", "30class")
-DEFAULTS: dict[str, Any] = {
-    "version": "v0.02",
-    "url": {v: info.url for v, info in VERSIONS.items()},
-    "archive_sha256": {v: info.sha256 for v, info in VERSIONS.items()},
-    "task": "12class",
-    "unknown_share": 0.1,
-    "silence_share": 0.1,
-    "split_seed": 0,
-    "silence_recordings": {"valid": ["running_tap"], "test": ["exercise_bike"]},
-    "silence_hop_seconds": 0.05,
-    "silence_volume": [1.0e-4, 1.0],
-}
-
-
 def resolve(settings: dict[str, Any]) -> dict[str, Any]:
-    """This dataset's settings over DEFAULTS, checked for a known version and task."""
-    from pipeline.config import deep_merge
-
-    cfg = deep_merge(DEFAULTS, {k: v for k, v in settings.items() if k in DEFAULTS})
+    """This dataset's settings (complete, from the config schema), checked for a known
+    version and a task that fits it."""
+    cfg = settings
     if cfg["version"] not in VERSIONS:
         raise DataError(f"speech_commands: unknown version {cfg['version']!r}; "
                         f"known: {sorted(VERSIONS)}")
@@ -265,18 +250,20 @@ class SpeechCommands:
     sample_rate = 16000
     #: The settings that change what acquire() writes; the others (task, shares, splits,
     #: features, training) only change later stages and need no new download.
-    acquire_keys = ("version", "url", "archive_sha256", "silence_hop_seconds", "silence_volume")
+    acquire_keys = ("version", "archive", "url", "archive_sha256", "silence_hop_seconds",
+                    "silence_volume")
 
-    def acquire(self, dest: Path, settings: dict[str, Any], mirror: str | None) -> None:
+    def acquire(self, dest: Path, settings: dict[str, Any], mirror: str | None,
+                workers: int = 1) -> None:
         cfg = resolve(settings)
         version = cfg["version"]
         sha = (cfg["archive_sha256"] or {}).get(version) or None
         url = (cfg["url"] or {}).get(version) or VERSIONS[version].url
+        name = (cfg["archive"] or {}).get(version) or f"speech_commands_{version}.tar.gz"
         if sha is None:
             log.warning("speech_commands: archive_sha256.%s is empty: the archive's checksum is "
                         "NOT checked, only its content", version)
-        remote = RemoteFile(name=f"speech_commands_{version}.tar.gz", url=url,
-                            known_hash=f"sha256:{sha}" if sha else None)
+        remote = RemoteFile(name=name, url=url, known_hash=f"sha256:{sha}" if sha else None)
         with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".speech_commands.") as tmp:
             archive = fetch(self.name, remote, Path(tmp), mirror)
             log.info("speech_commands: extracting %s (%.1f MB)", archive.name,
@@ -367,6 +354,9 @@ class SpeechCommands:
         if cfg["task"] == "12class":
             table = draw_shares(table, cfg)
         return table.reset_index(drop=True)
+
+    def speakers_held_out(self, settings: dict[str, Any]) -> bool:
+        return True  # checked in assign_splits with a message that names the lists
 
 
 DATASET = SpeechCommands()

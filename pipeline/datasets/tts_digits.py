@@ -27,14 +27,8 @@ from pipeline.datasets.fsdd import LABELS
 WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 SAMPLE_RATE = 8000
 ESPEAK_RATE = 22050  # what espeak_Initialize reports for its voices
-DEFAULTS: dict[str, Any] = {
-    "accents": ["en-us", "en", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-us-nyc"],
-    "variants": ["m1", "m3", "m5", "m7", "f1", "f2", "f4", "klatt", "whisper", "croak"],
-    "repetitions": 5,
-    "seed": 0,
-    "rate": [130, 210],
-    "pitch": [25, 75],
-}
+#: The settings that decide what is synthesized (their defaults: the config schema).
+VOICE_KEYS = ("accents", "variants", "repetitions", "seed", "rate", "pitch")
 
 
 def voice_id(accent: str, variant: str) -> str:
@@ -44,7 +38,7 @@ def voice_id(accent: str, variant: str) -> str:
 
 def utterance_plan(settings: dict[str, Any]) -> pd.DataFrame:
     """Every clip to make, with its seeded rate and pitch; depends on settings alone."""
-    cfg = {**DEFAULTS, **settings}
+    cfg = settings
     rows = []
     for accent in cfg["accents"]:
         for variant in cfg["variants"]:
@@ -107,7 +101,7 @@ class TtsDigits:
     modality = "audio"
     acquisition = "synthesize"
     sample_rate = SAMPLE_RATE
-    acquire_keys = tuple(DEFAULTS)  # settings that change the raw data
+    acquire_keys = VOICE_KEYS
 
     def acquire(self, dest: Path, settings: dict[str, Any], mirror: str | None,
                 workers: int = 1) -> None:
@@ -127,6 +121,9 @@ class TtsDigits:
 
     def assign_splits(self, clips: pd.DataFrame, settings: dict[str, Any]) -> pd.DataFrame:
         return clips.assign(split=splits.speaker_scheme(clips, settings))
+
+    def speakers_held_out(self, settings: dict[str, Any]) -> bool:
+        return True  # voices are always held out whole
 
 
 DATASET = TtsDigits()

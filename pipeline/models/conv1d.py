@@ -7,16 +7,19 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from pipeline.models.base import param
 from pipeline.models.receptive_field import receptive_field
 
 
 @dataclass(frozen=True)
 class Conv1dConfig:
-    kernel_sizes: tuple[int, ...] = (10, 10, 10, 10)
-    channels: tuple[int, ...] = (100, 100, 160, 160)
-    pool_after: int = 2  # max pooling after this many conv layers
-    pool_size: int = 3
-    dropout: float = 0.5
+    kernel_sizes: tuple[int, ...] = param((10, 10, 10, 10), "Kernel size (steps) per conv layer.",
+                                          items={"type": "integer", "minimum": 1})
+    channels: tuple[int, ...] = param((100, 100, 160, 160), "Output channels per conv layer.",
+                                      items={"type": "integer", "minimum": 1})
+    pool_after: int = param(2, "Max pooling before this conv layer.", minimum=0)
+    pool_size: int = param(3, "Max-pooling size and stride.", minimum=1)
+    dropout: float = param(0.5, "Dropout before the classifier.", minimum=0, maximum=1)
 
 
 class Conv1dNet(nn.Module):

@@ -1,14 +1,19 @@
 # Helpers shared by the rules: names of datasets, their settings, and the final targets.
 
-from pipeline.config import cross_pairs, dataset_settings, module_of, stage_settings
-from pipeline.datasets import REGISTRY
+from pipeline.config import (
+    cross_pairs,
+    dataset_settings,
+    raw_source,
+    raw_sources,
+    stage_settings,
+)
 
 DATASETS = config["datasets"]
 MODELS = config["models"]
 SEEDS = config["seeds"]
 CROSS = cross_pairs(config)
-DOWNLOADED = [n for n, d in REGISTRY.items() if d.acquisition != "synthesize"]
-SYNTHESIZED = [n for n, d in REGISTRY.items() if d.acquisition == "synthesize"]
+DOWNLOADED = raw_sources(config, "download")
+SYNTHESIZED = raw_sources(config, "synthesize")
 RUN = "results/{dataset}/{model}/seed-{seed}"
 
 
@@ -23,7 +28,7 @@ def settings_of(wildcards):
 
 
 def raw_data(wildcards):
-    return f"resources/{module_of(config, wildcards.dataset)}"
+    return f"resources/{raw_source(config, wildcards.dataset)}"
 
 
 def all_targets():

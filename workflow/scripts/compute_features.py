@@ -5,7 +5,6 @@ from pipeline.logs import log_to
 
 with log_to(snakemake.log[0]):
     compute_features(
-        snakemake.wildcards.dataset,
         snakemake.input.splits,
         snakemake.input.raw,
         snakemake.params.settings,

@@ -1,0 +1,32 @@
+"""Signals: multichannel time series (accelerometer, gyroscope) cut into windows
+[channels, samples]; rows are channels, steps are samples."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline.modalities.image import ArrayFeaturizer
+
+
+class Signal:
+    name = "signal"
+    compatible_keys = ("sample_rate", "window", "channels")
+
+    def featurizer(self, spec, root: Path, table: pd.DataFrame, settings: dict[str, Any],
+                   threads: int = 1) -> ArrayFeaturizer:
+        windows = spec.load_signals(Path(root), table, settings)  # float32 [N, C, T]
+        attrs = dict(spec.signal_attrs(settings))
+        attrs["channels"] = json.dumps(list(attrs["channels"]))
+        return ArrayFeaturizer(np.asarray(windows, dtype=np.float32), attrs)
+
+    def step_ms(self, attrs: dict[str, Any]) -> tuple[float, float] | None:
+        period = 1000.0 / float(attrs["sample_rate"])
+        return period, period
+
+
+MODALITY = Signal()
