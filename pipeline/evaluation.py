@@ -24,9 +24,9 @@ from sklearn.metrics import (  # noqa: E402
 )
 
 from pipeline import provenance  # noqa: E402
+from pipeline.checkpoint import load_checkpoint, normalise_with  # noqa: E402
 from pipeline.features import load_split, read_attrs  # noqa: E402
 from pipeline.io import atomic_path, write_json, write_table  # noqa: E402
-from pipeline.checkpoint import load_checkpoint, normalise_with  # noqa: E402
 from pipeline.modalities import get_modality  # noqa: E402
 from pipeline.training import choose_device, evaluate  # noqa: E402
 
@@ -55,6 +55,15 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, label_names: 
             for i, name in enumerate(label_names)
         },
     }
+
+
+def per_speaker_accuracy(speakers: list[str], y_true: np.ndarray, y_pred: np.ndarray
+                         ) -> dict[str, dict[str, float]]:
+    """Accuracy per speaker (or subject, voice): how evenly a model serves the people in the
+    test split."""
+    frame = pd.DataFrame({"speaker": speakers, "hit": y_true == y_pred})
+    grouped = frame.groupby("speaker", sort=True)["hit"]
+    return {str(k): {"accuracy": float(v.mean()), "n": int(v.size)} for k, v in grouped}
 
 
 def confusion_table(y_true: np.ndarray, y_pred: np.ndarray, label_names: list[str]
@@ -143,6 +152,7 @@ def evaluate_model(model_pt: str | os.PathLike, features_h5: str | os.PathLike,
     with atomic_path(out_dir / "confusion.csv") as tmp:
         table.to_csv(tmp)
     metrics = classification_metrics(y_true, y_pred, names)
+    metrics["per_speaker"] = per_speaker_accuracy(test.speakers, y_true, y_pred)
     plot_confusion(table, title or f"{ckpt['dataset']} {ckpt['model']} "
                    f"(accuracy {metrics['test_accuracy']:.3f})", out_dir / "confusion.png")
     metrics.update({

@@ -72,6 +72,7 @@ class TrainSettings:
     spec_augment: SpecAugment = SpecAugment()
     time_shift_frames: int = 0
     noise: NoiseMix = NoiseMix()
+    patience: int = 0
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainSettings:
@@ -357,6 +358,19 @@ def record_epoch(state: ResumeState, trainer: Trainer, row: dict[str, float],
              row["learning_rate"], row["samples_per_second"], row["seconds"], left)
 
 
+def plateaued(state: ResumeState, patience: int) -> bool:
+    """Early stopping on validation alone: `patience` epochs without a better validation
+    accuracy than the best so far (0: never; the lecture's fixed schedule)."""
+    if not patience or not state.history:
+        return False
+    stale = state.epoch - int(state.best["epoch"])
+    if stale >= patience:
+        log.info("validation accuracy has not improved for %d epochs (best %.4f at epoch %d): "
+                 "stopping early", stale, state.best["valid_accuracy"], state.best["epoch"])
+        return True
+    return False
+
+
 def assemble_checkpoint(state: ResumeState, trainer: Trainer, data: TrainingData,
                         model_name: str, model_params: dict[str, Any], ts: TrainSettings,
                         seed: int, dataset: str) -> dict[str, Any]:
@@ -374,6 +388,7 @@ def assemble_checkpoint(state: ResumeState, trainer: Trainer, data: TrainingData
         "normalization": {"mean": data.mean, "std": data.std},
         "epoch": int(state.best["epoch"]),
         "epochs_trained": len(state.history),
+        "stopped_early": len(state.history) < ts.epochs,
         "valid_accuracy": float(state.best["valid_accuracy"]),
         "parameters": count_parameters(trainer.model),
         "receptive_field": receptive_field_info(trainer.model, data.input_shape,
@@ -440,6 +455,8 @@ def train_model(features_h5: str | os.PathLike, model_name: str, settings: dict[
              len(data.label_names), trainer.device, len(data.train.labels), len(data.y_valid))
     with stop_requests() as stopped:
         for epoch in range(state.epoch + 1, ts.epochs + 1):
+            if plateaued(state, ts.patience):
+                break
             row = run_epoch(trainer, data, ts, epoch, stopped)
             if row is None:
                 raise Interrupted(_interrupted(stopped(), state.epoch, resume_path),

@@ -214,3 +214,18 @@ def test_device_choice():
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="not available"):
             choose_device("cuda")
+
+
+def test_patience_stops_on_a_validation_plateau_and_is_recorded(tiny_features, tmp_path):
+    path, settings = tiny_features
+    # a learning rate this small cannot improve validation accuracy for long
+    s = _settings(settings, 12, patience=2, learning_rate=1e-7)
+    ckpt = train_model(path, "dense", s, 0, tmp_path / "model.pt", tmp_path / "h.csv")
+    history = pd.read_csv(tmp_path / "h.csv")
+    best = int(history["valid_accuracy"].idxmax()) + 1
+    assert len(history) == best + 2 < 12
+    assert ckpt["stopped_early"] and ckpt["training"]["patience"] == 2
+    assert ckpt["epoch"] == best
+    # a re-run (resume state kept) does not train on past the plateau
+    again = train_model(path, "dense", s, 0, tmp_path / "model.pt", tmp_path / "h.csv")
+    assert again["epochs_trained"] == len(history)

@@ -20,8 +20,8 @@ class Signal:
     def featurizer(self, spec, root: Path, table: pd.DataFrame, settings: dict[str, Any],
                    threads: int = 1) -> ArrayFeaturizer:
         windows = spec.load_signals(Path(root), table, settings)  # float32 [N, C, T]
-        attrs = dict(spec.signal_attrs(settings))
-        attrs["channels"] = json.dumps(list(attrs["channels"]))
+        attrs = {k: json.dumps(list(v)) if isinstance(v, list | tuple) else v
+                 for k, v in spec.signal_attrs(settings).items()}  # lists as JSON, as labels
         return ArrayFeaturizer(np.asarray(windows, dtype=np.float32), attrs)
 
     def step_ms(self, attrs: dict[str, Any]) -> tuple[float, float] | None:
