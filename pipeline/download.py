@@ -122,7 +122,11 @@ def fetch(
     except Exception as err:  # HTTP errors, refused connections, timeouts
         target.unlink(missing_ok=True)
         raise DownloadError(f"{dataset}: could not download {url}: {err}") from err
-    log.info("%s: %s verified (%s)", dataset, remote.name, remote.known_hash or "content later")
+    if remote.known_hash:
+        log.info("%s: %s verified (%s)", dataset, remote.name, remote.known_hash)
+    else:
+        log.info("%s: %s received (no file checksum: its content is verified next)", dataset,
+                 remote.name)
     return target
 
 
@@ -158,9 +162,69 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def file_digests(files: Iterable[tuple[str, Path]]) -> dict[str, str]:
+    """{name: sha256 of the file's bytes} for (name, path) pairs; names must be unique."""
+    digests: dict[str, str] = {}
+    for name, path in files:
+        if name in digests:
+            raise DownloadError(f"two files named {name!r}: content digests need unique names")
+        digests[name] = sha256_file(path)
+    return digests
+
+
+def combined_digest(digests: dict[str, str]) -> str:
+    """sha256 over sorted ``name<TAB>sha256<LF>`` lines (what `content_digest` computes)."""
+    digest = hashlib.sha256()
+    for name in sorted(digests):
+        digest.update(f"{name}\t{digests[name].lower()}\n".encode())
+    return digest.hexdigest()
+
+
 def content_digest(files: Iterable[tuple[str, Path]]) -> str:
     """sha256 over sorted ``name<TAB>sha256(file)`` lines: independent of how files were packed."""
-    digest = hashlib.sha256()
-    for name, path in sorted(files):
-        digest.update(f"{name}\t{sha256_file(path)}\n".encode())
-    return digest.hexdigest()
+    return combined_digest(file_digests(files))
+
+
+def read_sha256sums(path: Path) -> dict[str, str]:
+    """{name: sha256} from a file in `sha256sum` format (``<hex>  <name>`` per line)."""
+    digests: dict[str, str] = {}
+    for number, line in enumerate(Path(path).read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        hexdigest, sep, name = line.partition(" ")
+        if not sep or len(hexdigest) != 64 or name[:1] not in (" ", "*"):
+            raise ValueError(f"{path}:{number}: not a sha256sum line: {line!r}")
+        digests[name[1:]] = hexdigest.lower()
+    return digests
+
+
+@dataclass(frozen=True)
+class Differences:
+    """How a set of files differs from a reference listing of {name: sha256}."""
+
+    changed: list[str]
+    missing: list[str]
+    extra: list[str]
+
+    def __bool__(self) -> bool:
+        return bool(self.changed or self.missing or self.extra)
+
+    def describe(self, shown: int = 10) -> str:
+        """``1 changed: a.wav; 2 missing: b.wav, c.wav`` (at most `shown` names per kind)."""
+        parts = []
+        for kind, names in (("changed", self.changed), ("missing", self.missing),
+                            ("extra", self.extra)):
+            if names:
+                listed = ", ".join(names[:shown])
+                more = f" and {len(names) - shown} more" if len(names) > shown else ""
+                parts.append(f"{len(names)} {kind}: {listed}{more}")
+        return "; ".join(parts) or "no differences"
+
+
+def compare_digests(actual: dict[str, str], reference: dict[str, str]) -> Differences:
+    """Which names changed content, are missing from `actual`, or are extra in it."""
+    return Differences(
+        changed=sorted(n for n in actual.keys() & reference.keys() if actual[n] != reference[n]),
+        missing=sorted(reference.keys() - actual.keys()),
+        extra=sorted(actual.keys() - reference.keys()),
+    )

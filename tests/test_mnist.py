@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import gzip
 import hashlib
-import http.server
-import threading
 from pathlib import Path
 
 import h5py
@@ -17,15 +14,15 @@ import pytest
 import torch
 import yaml
 
-from pipeline.config import dataset_settings, validate
-from pipeline.datasets import REGISTRY, acquire_dataset
+from pipeline.config import dataset_settings, settings_for, validate
+from pipeline.datasets import REGISTRY, acquire_dataset, split_dataset
 from pipeline.datasets import mnist as m
 from pipeline.datasets.base import DataError
-from pipeline.download import DownloadError, fetch
+from pipeline.download import DownloadError
 from pipeline.evaluation import evaluate_model
 from pipeline.features import compute_features
 from pipeline.models import build_model
-from pipeline.splits import read_splits, split_dataset
+from pipeline.splits import read_splits
 from pipeline.training import train_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,12 +33,38 @@ needs_shared = pytest.mark.skipif(MIRROR is None, reason="no ../shared/datasets/
 T10K_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 
 
+def defaults(**block):
+    """mnist's complete settings from the schema defaults, `block` over its own keys."""
+    return settings_for("mnist", block)
+
+
 def remote(key: str):
-    return next(r for f, r in m.remote_files({}) if f is m.FILES[key])
+    return next(r for f, r in m.remote_files(defaults()) if f is m.FILES[key])
 
 
 def md5(path: Path) -> str:
     return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def mirror_of(tmp_path: Path, **replaced: bytes) -> Path:
+    """A mirror folder with the shared files (symlinked), some replaced by other bytes."""
+    folder = tmp_path / "mirror" / "mnist"
+    folder.mkdir(parents=True)
+    for idx in m.FILES.values():
+        if idx.name in replaced:
+            (folder / idx.name).write_bytes(replaced[idx.name])
+        else:
+            (folder / idx.name).symlink_to(MIRROR / "mnist" / idx.name)
+    return tmp_path / "mirror"
+
+
+def _labels_with_one_byte_changed() -> bytes:
+    payload = bytearray(gzip.decompress((MIRROR / "mnist" / TEST_LABELS).read_bytes()))
+    payload[100] = (payload[100] + 1) % 10  # still a valid label: only the md5 can tell
+    return gzip.compress(bytes(payload), mtime=0)
+
+
+TEST_LABELS = "t10k-labels-idx1-ubyte.gz"
 
 
 # ------------------------------------------------------------------------------- IDX parsing
@@ -115,54 +138,107 @@ def test_wrong_dimensions_and_labels(tmp_path):
 
 # --------------------------------------------------------------------- downloads via a mirror
 
-@needs_shared
-def test_fetch_from_the_shared_folder_as_mirror_verifies_md5(tmp_path):
-    got = fetch("mnist", remote("test_labels"), tmp_path, str(MIRROR))
-    assert md5(got) == m.FILES["test_labels"].md5
-    assert got.parent == tmp_path
+def test_published_content_md5s_are_those_of_the_shared_files():
+    """The md5 table is of the decompressed files; the .gz md5s are torchvision's list."""
+    assert {f.name: f.md5 for f in m.FILES.values()} == {
+        "train-images-idx3-ubyte.gz": "6bbc9ace898e44ae57da46a324031adb",
+        "train-labels-idx1-ubyte.gz": "a25bea736e30d166cdddb491f175f624",
+        "t10k-images-idx3-ubyte.gz": "2646ac647ad5339dbf082846283269ea",
+        "t10k-labels-idx1-ubyte.gz": "27ae3e4e09519cfbb04c329615203637",
+    }
+    if MIRROR is not None:
+        for idx in m.FILES.values():
+            assert hashlib.md5(m.load_idx_bytes(MIRROR / "mnist" / idx.name)).hexdigest() \
+                == idx.md5, idx.name
 
 
 @needs_shared
-def test_fetch_over_loopback_http(tmp_path):
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-    handler = functools.partial(Quiet, directory=str(MIRROR))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        mirror = f"http://127.0.0.1:{server.server_address[1]}"
-        got = fetch("mnist", remote("train_labels"), tmp_path, mirror)
-        assert md5(got) == m.FILES["train_labels"].md5
-        with pytest.raises(DownloadError, match="could not download"):
-            fetch("mnist", remote("train_images"), tmp_path / "missing", mirror, retries=0)
-    finally:
-        server.shutdown()
-        server.server_close()
+@pytest.mark.parametrize("how", ["folder", "file-url", "http"])
+def test_the_four_shared_files_verify_through_the_download_code(tmp_path, serve, how):
+    """train-images there is re-compressed (other .gz bytes, same content): it verifies."""
+    mirror = {"folder": str(MIRROR), "file-url": MIRROR.as_uri(), "http": None}[how]
+    mirror = mirror or serve(MIRROR)
+    raw = tmp_path / "raw"
+    acquire_dataset(raw, defaults(source="download"), mirror=mirror)
+    manifest = m.read_manifest(raw, defaults(source="download"))
+    assert {name: f["content_md5"] for name, f in manifest["files"].items()} == {
+        f.name: f.md5 for f in m.FILES.values()}
+    for idx in m.FILES.values():
+        assert md5(raw / idx.name) == md5(MIRROR / "mnist" / idx.name)
+    clips = m.DATASET.list_clips(raw, defaults(source="download"))
+    assert len(clips) == 70000
+    assert np.bincount(clips.loc[clips["part"] == "t10k", "label"].astype(int)).tolist() \
+        == T10K_COUNTS
 
 
 @needs_shared
-def test_checksum_mismatch_on_a_corrupted_copy(tmp_path):
-    mirror = tmp_path / "mirror"
-    (mirror / "mnist").mkdir(parents=True)
-    name = m.FILES["test_labels"].name
-    data = bytearray((MIRROR / "mnist" / name).read_bytes())
+def test_a_recompressed_copy_verifies(tmp_path, caplog):
+    original = (MIRROR / "mnist" / TEST_LABELS).read_bytes()
+    level1 = gzip.compress(gzip.decompress(original), compresslevel=1, mtime=0)
+    assert level1 != original
+    mirror = mirror_of(tmp_path, **{TEST_LABELS: level1})
+    idx = m.FILES["test_labels"]
+    with caplog.at_level("INFO", logger="pipeline.datasets.mnist"):
+        path, labels, info = m.fetch_verified(idx, remote("test_labels"), tmp_path / "out",
+                                              str(mirror))
+    assert path.read_bytes() == level1 and info["content_md5"] == idx.md5
+    assert np.bincount(labels).tolist() == T10K_COUNTS
+    assert "re-compressed" in caplog.text
+    caplog.clear()
+    with caplog.at_level("INFO", logger="pipeline.datasets.mnist"):
+        m.fetch_verified(m.FILES["train_labels"], remote("train_labels"), tmp_path / "out",
+                         str(mirror))
+    assert "the original archive" in caplog.text
+
+
+@needs_shared
+def test_one_changed_byte_in_the_content_fails_naming_file_and_both_md5s(tmp_path):
+    changed = _labels_with_one_byte_changed()
+    actual = hashlib.md5(gzip.decompress(changed)).hexdigest()
+    mirror = mirror_of(tmp_path, **{TEST_LABELS: changed})
+    with pytest.raises(DownloadError) as err:
+        acquire_dataset(tmp_path / "raw", defaults(source="download"),
+                        mirror=str(mirror))
+    message = str(err.value)
+    assert TEST_LABELS in message and f"expected {m.FILES['test_labels'].md5}" in message
+    assert f"md5 {actual}" in message
+    assert not (tmp_path / "raw").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["mirror"]  # nothing left behind
+
+
+@needs_shared
+def test_a_truncated_gzip_fails_clearly(tmp_path, serve):
+    data = (MIRROR / "mnist" / TEST_LABELS).read_bytes()
+    mirror = mirror_of(tmp_path, **{TEST_LABELS: data[: len(data) // 2]})
+    with pytest.raises(DownloadError, match=r"mnist: t10k-labels-idx1-ubyte.gz: cannot "
+                                            r"decompress \(corrupt or truncated gzip\).*from "
+                                            r"http://127\.0\.0\.1"):
+        acquire_dataset(tmp_path / "raw", defaults(source="download"),
+                        mirror=serve(mirror))
+    assert not (tmp_path / "raw").exists()
+
+
+@needs_shared
+def test_a_corrupted_gzip_byte_fails(tmp_path):
+    data = bytearray((MIRROR / "mnist" / TEST_LABELS).read_bytes())
     data[len(data) // 2] ^= 0xFF
-    (mirror / "mnist" / name).write_bytes(bytes(data))
-    with pytest.raises(DownloadError, match=r"checksum mismatch .* expected md5 "
-                                            + m.FILES["test_labels"].md5):
-        fetch("mnist", remote("test_labels"), tmp_path / "out", str(mirror))
+    mirror = mirror_of(tmp_path, **{TEST_LABELS: bytes(data)})
+    with pytest.raises(DownloadError, match=r"t10k-labels-idx1-ubyte.gz.*(cannot decompress|"
+                                            r"md5)"):
+        m.fetch_verified(m.FILES["test_labels"], remote("test_labels"), tmp_path / "out",
+                         str(mirror))
     assert not any((tmp_path / "out").iterdir())
 
 
 @needs_shared
 def test_acquire_fails_cleanly_when_the_mirror_lacks_a_file(tmp_path):
+    mirror = mirror_of(tmp_path)
+    (mirror / "mnist" / "train-images-idx3-ubyte.gz").unlink()
     with pytest.raises(DownloadError, match="train-images-idx3-ubyte.gz does not exist"):
-        acquire_dataset("mnist", tmp_path / "raw", {"source": "download"}, mirror=str(MIRROR))
+        acquire_dataset(tmp_path / "raw", defaults(source="download"),
+                        mirror=str(mirror))
     assert not (tmp_path / "raw").exists()
-    assert list(tmp_path.iterdir()) == []
+    assert [p.name for p in tmp_path.iterdir()] == ["mirror"]
 
 
 def _tiny_distribution(tmp_path, monkeypatch, n_train=40, n_test=10):
@@ -182,19 +258,19 @@ def _tiny_distribution(tmp_path, monkeypatch, n_train=40, n_test=10):
         path = folder / idx.name
         m.write_idx(path, array)
         files[key] = dataclasses.replace(
-            idx, md5=md5(path), sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
-            size=path.stat().st_size, count=len(array))
+            idx, md5=hashlib.md5(gzip.decompress(path.read_bytes())).hexdigest(),
+            gz_md5="", count=len(array))
     monkeypatch.setattr(m, "FILES", files)
     return tmp_path / "mirror", arrays
 
 
 def test_download_source_end_to_end_on_a_tiny_mirror(tmp_path, monkeypatch):
     mirror, arrays = _tiny_distribution(tmp_path, monkeypatch)
-    settings = {"source": "download", "valid_count": 8}
-    acquire_dataset("mnist", tmp_path / "raw", settings, mirror=str(mirror))
+    settings = defaults(source="download", valid_count=8)
+    acquire_dataset(tmp_path / "raw", settings, mirror=str(mirror))
     assert sorted(p.name for p in (tmp_path / "raw").iterdir()) == sorted(
         [f.name for f in m.FILES.values()] + [m.MANIFEST])
-    table = split_dataset("mnist", tmp_path / "raw", settings, tmp_path / "splits.tsv")
+    table = split_dataset(tmp_path / "raw", settings, tmp_path / "splits.tsv")
     counts = table["split"].value_counts().to_dict()
     assert counts == {"train": 32, "valid": 8, "test": 10}
     assert set(table.loc[table["split"] == "valid", "clip"]) == {
@@ -214,13 +290,17 @@ def test_download_source_end_to_end_on_a_tiny_mirror(tmp_path, monkeypatch):
         m.DATASET.list_clips(tmp_path / "raw", {"source": "embedded"})
 
 
-def test_download_rejects_a_mirror_file_with_the_right_md5_but_wrong_sha256(tmp_path,
-                                                                            monkeypatch):
-    mirror, _ = _tiny_distribution(tmp_path, monkeypatch)
-    key = "test_labels"
-    monkeypatch.setitem(m.FILES, key, dataclasses.replace(m.FILES[key], sha256="0" * 64))
-    with pytest.raises(DownloadError, match="matches its MD5 but not its size or sha256"):
-        acquire_dataset("mnist", tmp_path / "raw", {"source": "download"}, mirror=str(mirror))
+def test_labels_and_images_must_pair(tmp_path, monkeypatch):
+    mirror, arrays = _tiny_distribution(tmp_path, monkeypatch)
+    path = mirror / "mnist" / m.FILES["test_labels"].name
+    m.write_idx(path, arrays["test_labels"][:-1])
+    monkeypatch.setitem(m.FILES, "test_labels", dataclasses.replace(
+        m.FILES["test_labels"], md5=hashlib.md5(gzip.decompress(path.read_bytes())).hexdigest(),
+        count=None))
+    with pytest.raises(DownloadError, match="t10k-images-idx3-ubyte.gz holds 10 images but "
+                                            "t10k-labels-idx1-ubyte.gz 9 labels"):
+        acquire_dataset(tmp_path / "raw", defaults(source="download"),
+                        mirror=str(mirror))
     assert not (tmp_path / "raw").exists()
 
 
@@ -229,7 +309,7 @@ def test_download_rejects_a_mirror_file_with_the_right_md5_but_wrong_sha256(tmp_
 @pytest.fixture(scope="module")
 def embedded(tmp_path_factory):
     root = tmp_path_factory.mktemp("mnist") / "raw"
-    acquire_dataset("mnist", root, {"source": "embedded"})
+    acquire_dataset(root, defaults(source="embedded"))
     return root
 
 
@@ -245,16 +325,16 @@ def test_embedded_loader_has_5000_images_500_per_class(embedded):
 
 
 def test_embedded_split_is_deterministic_and_disjoint(embedded, tmp_path):
-    settings = {"source": "embedded"}
-    a = split_dataset("mnist", embedded, settings, tmp_path / "a.tsv")
-    b = split_dataset("mnist", embedded, settings, tmp_path / "b.tsv")
+    settings = defaults(source="embedded")
+    a = split_dataset(embedded, settings, tmp_path / "a.tsv")
+    b = split_dataset(embedded, settings, tmp_path / "b.tsv")
     pd.testing.assert_frame_equal(a, b)
     assert (tmp_path / "a.tsv").read_bytes() == (tmp_path / "b.tsv").read_bytes()
     assert a["clip"].is_unique and a.groupby("clip")["split"].nunique().max() == 1
     per_class = a.groupby(["split", "label"]).size().unstack()
     assert (per_class.loc["train"] == 350).all() and (per_class.loc["valid"] == 75).all()
     assert (per_class.loc["test"] == 75).all()
-    other = split_dataset("mnist", embedded, {**settings, "split_seed": 1}, tmp_path / "c.tsv")
+    other = split_dataset(embedded, {**settings, "split_seed": 1}, tmp_path / "c.tsv")
     assert set(other.loc[other["split"] == "test", "clip"]) != set(
         a.loc[a["split"] == "test", "clip"])
 
@@ -262,7 +342,7 @@ def test_embedded_split_is_deterministic_and_disjoint(embedded, tmp_path):
 # ------------------------------------------------------------------------- the image path
 
 def _small_table(embedded, tmp_path, per_split=(60, 20, 20)):
-    table = split_dataset("mnist", embedded, {"source": "embedded"}, tmp_path / "all.tsv")
+    table = split_dataset(embedded, defaults(source="embedded"), tmp_path / "all.tsv")
     parts = [table[table["split"] == s].groupby("label").head(n // 10)
              for s, n in zip(("train", "valid", "test"), per_split, strict=True)]
     small = pd.concat(parts).sample(frac=1, random_state=0).reset_index(drop=True)
@@ -279,7 +359,7 @@ def test_load_images_follows_table_order(embedded, tmp_path):
 
 def test_compute_features_stores_images_in_unit_range(embedded, tmp_path):
     small = _small_table(embedded, tmp_path)
-    counts = compute_features("mnist", tmp_path / "splits.tsv", embedded, {"features": {}},
+    counts = compute_features(tmp_path / "splits.tsv", embedded, defaults(source="embedded"),
                               tmp_path / "features.h5", tmp_path / "rejected.tsv")
     assert counts == {"train": 60, "valid": 20, "test": 20}
     every = m.read_images(embedded / m.EMBEDDED_IMAGES)
@@ -318,7 +398,7 @@ def test_default_config_runs_mnist_offline_with_fitting_models():
 @pytest.mark.parametrize("model", ["dense", "conv1d", "cnn2d"])
 def test_image_path_trains_and_evaluates(embedded, tmp_path, model):
     _small_table(embedded, tmp_path)
-    compute_features("mnist", tmp_path / "splits.tsv", embedded, {"features": {}},
+    compute_features(tmp_path / "splits.tsv", embedded, defaults(source="embedded"),
                      tmp_path / "features.h5", tmp_path / "rejected.tsv")
     _, settings = mnist_settings(epochs=1, batch_size=32)
     run = tmp_path / model

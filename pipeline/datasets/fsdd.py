@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import logging
 import re
 import shutil
 import tempfile
@@ -12,15 +14,28 @@ import pandas as pd
 
 from pipeline import splits
 from pipeline.datasets.base import DataError
-from pipeline.download import DownloadError, RemoteFile, content_digest, fetch, safe_extract
+from pipeline.download import (
+    DownloadError,
+    RemoteFile,
+    combined_digest,
+    compare_digests,
+    fetch,
+    file_digests,
+    read_sha256sums,
+    resolve_url,
+    safe_extract,
+)
+
+log = logging.getLogger(__name__)
 
 ARCHIVE = RemoteFile(
     name="free-spoken-digit-dataset-1.0.10.tar.gz",
     url="https://github.com/Jakobovski/free-spoken-digit-dataset/archive/refs/tags/v1.0.10.tar.gz",
     known_hash=None,  # upstream and mirrors pack differently: the recordings are verified instead
 )
-#: sha256 over sorted "name<TAB>sha256" lines of the 3,000 recordings of v1.0.10.
-RECORDINGS_DIGEST = "8dac6ce326e419e9fcfadedf2e4a67d6c08a40968c34bb8fa2b4e27d74753d5a"
+#: sha256 of each of the 3,000 published v1.0.10 recordings (sha256sum format, file names as
+#: in recordings/); their combined digest is the schema default of fsdd.recordings_sha256.
+PUBLISHED_MANIFEST = Path(__file__).with_name("fsdd-v1.0.10.sha256")
 LABELS = [str(d) for d in range(10)]
 NAME = re.compile(r"^(?P<label>\d)_(?P<speaker>[a-z]+)_(?P<index>\d+)\.wav$")
 
@@ -62,6 +77,40 @@ def assign_standard_or_speaker(clips: pd.DataFrame, settings: dict[str, Any]) ->
     return clips.assign(split=split)
 
 
+@functools.cache
+def published_recordings() -> dict[str, str]:
+    """{file name: sha256} of the published v1.0.10 recordings."""
+    return read_sha256sums(PUBLISHED_MANIFEST)
+
+
+def published_digest() -> str:
+    """The content digest of the published v1.0.10 recordings (from the manifest)."""
+    return combined_digest(published_recordings())
+
+
+def check_recordings(actual: dict[str, str], expected: str, url: str) -> None:
+    """Accept the recordings {name: sha256} if their content digest is `expected`; else raise
+    one DownloadError that names the files differing from v1.0.10 and the key to set."""
+    digest = combined_digest(actual)
+    differences = compare_digests(actual, published_recordings())
+    if digest == expected:
+        if differences:  # a modified copy the config accepts on purpose
+            log.warning("fsdd: using recordings that differ from v1.0.10 as published, as "
+                        "fsdd.recordings_sha256 accepts: %s", differences.describe())
+        return
+    where = f"the recordings in {ARCHIVE.name} ({url})"
+    accept = (f"If this copy is meant to be used, accept it by setting fsdd.recordings_sha256 to "
+              f"its digest: --config 'fsdd={{recordings_sha256: {digest}}}'.")
+    if not differences:
+        raise DownloadError(
+            f"fsdd: {where} are FSDD v1.0.10 as published (content digest {digest}), but "
+            f"fsdd.recordings_sha256 is set to {expected}; remove that setting to use them.")
+    raise DownloadError(
+        f"fsdd: {where} differ from FSDD v1.0.10 as published ({len(actual)} files; compared "
+        f"with {PUBLISHED_MANIFEST.name}): {differences.describe()}. Content digest expected "
+        f"{expected} (fsdd.recordings_sha256), got {digest}. {accept}")
+
+
 class FSDD:
     name = "fsdd"
     modality = "audio"
@@ -69,8 +118,10 @@ class FSDD:
     sample_rate = 8000
     acquire_keys = ("recordings_sha256",)  # settings that change the raw data
 
-    def acquire(self, dest: Path, settings: dict[str, Any], mirror: str | None) -> None:
-        expected = settings.get("recordings_sha256", RECORDINGS_DIGEST)
+    def acquire(self, dest: Path, settings: dict[str, Any], mirror: str | None,
+                workers: int = 1) -> None:
+        expected = settings["recordings_sha256"]
+        url = resolve_url(self.name, ARCHIVE, mirror)
         with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".fsdd-download.") as tmp:
             archive = fetch(self.name, ARCHIVE, Path(tmp), mirror)
             safe_extract(archive, Path(tmp) / "x", self.name)
@@ -78,12 +129,8 @@ class FSDD:
             if len(found) != 1:
                 raise DownloadError(f"{self.name}: expected one */recordings folder in "
                                     f"{ARCHIVE.name}, found {len(found)}")
-            wavs = [(p.name, p) for p in found[0].glob("*.wav")]
-            actual = content_digest(wavs)
-            if actual != expected:
-                raise DownloadError(
-                    f"{self.name}: recordings in {ARCHIVE.name} do not match v1.0.10: "
-                    f"expected content digest {expected}, got {actual} ({len(wavs)} files)")
+            actual = file_digests((p.name, p) for p in found[0].glob("*.wav"))
+            check_recordings(actual, expected, url)
             shutil.move(str(found[0]), dest / "recordings")
 
     def list_clips(self, root: Path, settings: dict[str, Any]) -> pd.DataFrame:
@@ -94,6 +141,9 @@ class FSDD:
 
     def assign_splits(self, clips: pd.DataFrame, settings: dict[str, Any]) -> pd.DataFrame:
         return assign_standard_or_speaker(clips, settings)
+
+    def speakers_held_out(self, settings: dict[str, Any]) -> bool:
+        return settings["split"] == "speaker"
 
 
 DATASET = FSDD()

