@@ -22,7 +22,8 @@ class JobStopped(Exception):
 @contextlib.contextmanager
 def log_to(path: str | os.PathLike, level: int = logging.INFO,
            append: bool = False) -> Iterator[logging.Logger]:
-    """Log to `path` and stderr; an exception is logged with its traceback, then re-raised.
+    """Log to `path` and stderr; an exception is logged with its traceback to `path` and the
+    job exits 1.
     A stop request or Ctrl-C ends the job with one line instead. `append` continues the
     file (a resumed job's log goes on where the interrupted one stopped)."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -42,9 +43,13 @@ def log_to(path: str | os.PathLike, level: int = logging.INFO,
     except KeyboardInterrupt:
         root.warning("interrupted (Ctrl-C); nothing of this job was kept")
         raise SystemExit(130) from None
-    except BaseException:
+    except Exception:
+        # The traceback goes to the job's log only, and the job exits 1: Snakemake prints a
+        # failed job's log (`show-failed-logs` in the profiles), so it is shown once, not
+        # three times (stderr handler, Python's own print, the log).
+        handlers[1].setLevel(logging.CRITICAL + 1)
         root.exception("stage failed")
-        raise
+        raise SystemExit(1) from None
     finally:
         for handler in handlers:
             root.removeHandler(handler)
