@@ -16,8 +16,10 @@ setup: $(VENV)/.installed
 run: setup
 	$(VENV)/bin/snakemake --cores $(CORES)
 
+# The report of the run made with `--config ...` needs the same values, passed through:
+#   make report CONFIG="datasets='[fsdd]' mirror=../shared/datasets"
 report: setup
-	$(VENV)/bin/snakemake --cores $(CORES) --report results/report.html
+	$(VENV)/bin/snakemake --cores $(CORES) --report results/report.html $(if $(CONFIG),--config $(CONFIG))
 
 test: setup
 	$(VENV)/bin/pytest

@@ -67,12 +67,18 @@ def test_rerun_has_nothing_to_do(run):
 def test_report_holds_table_and_figures(run):
     snakemake(run, "--report", "report.html")
     html = (run / "report.html").read_text()
-    for name in ("accuracy.csv", "accuracy_vs_parameters.png", "tts_digits.png",
-                 "confusion.png", "Confusion matrices", "Learning curves"):
+    for name in ("accuracy.html", "accuracy.csv", "settings.html", "accuracy_vs_parameters.png",
+                 "tts_digits.png", "confusion.png", "Confusion matrices", "Learning curves"):
         assert name in html, name
-    # The table's content is embedded (base64 data URIs), not linked.
+    # The tables' content is embedded (base64 data URIs), not linked: the rounded table that
+    # the report shows, and the full-precision CSV to download.
     blobs = re.findall(r"data:text/csv;[^,]*base64,([A-Za-z0-9+/=]+)", html)
     assert any(b"test_accuracy" in base64.b64decode(b) for b in blobs)
+    tables = re.findall(r"data:text/html;[^,]*base64,([A-Za-z0-9+/=]+)", html)
+    assert any(b'<table class="results-table accuracy">' in base64.b64decode(t) for t in tables)
+    # ... and the overview page, which the report opens on, holds the accuracy table itself
+    # (tests/test_report.py reads it in a browser).
+    assert 'results-table accuracy\\">' in html
     pngs = re.findall(r"data:image/png;[^,]*base64,([A-Za-z0-9+/=]+)", html)
     assert len(pngs) >= 5  # 3 confusion matrices, learning curves, accuracy vs parameters
     assert all(base64.b64decode(p)[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)

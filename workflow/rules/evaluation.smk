@@ -1,6 +1,7 @@
 # Evaluation and summaries: metrics per run, cross-dataset scores, tables and figures.
 
 
+# A model of {dataset} on the test split of its own dataset, written beside the model.
 rule evaluate_model:
     input:
         model=f"{RUN}/model.pt",
@@ -25,7 +26,9 @@ rule evaluate_model:
         "../scripts/evaluate_model.py"
 
 
-rule evaluate_cross_dataset:
+# The same job (params, script) on another dataset's test split: only the features read and
+# the folder written (the run's cross/{test}/) differ.
+use rule evaluate_model as evaluate_cross_dataset with:
     input:
         model=f"{RUN}/model.pt",
         features="results/{test}/features.h5",
@@ -47,11 +50,6 @@ rule evaluate_cross_dataset:
         ),
     log:
         f"results/logs/evaluate_cross_dataset/{{dataset}}/{{model}}/seed-{{seed}}/{{test}}.log",
-    params:
-        settings=settings_of,
-        device=config["device"],
-    script:
-        "../scripts/evaluate_model.py"
 
 
 rule plot_learning_curves:
@@ -76,22 +74,36 @@ rule plot_learning_curves:
         "../scripts/plot_learning_curves.py"
 
 
+# Every item of the Summary category has the same one label key, so the report's list of
+# them has one column and no empty cells.
 rule tabulate_results:
     input:
         metrics=[t for t in all_targets() if t.endswith("metrics.json")],
     output:
-        csv=report(
-            "results/summary/accuracy.csv",
+        html=report(
+            "results/summary/accuracy.html",
             caption="../report/accuracy.rst",
             category="Summary",
-            labels={"table": "accuracy (CSV)"},
+            labels={"result": "accuracy table"},
+        ),
+        csv=report(
+            "results/summary/accuracy.csv",
+            caption="../report/accuracy_csv.rst",
+            category="Summary",
+            labels={"result": "accuracy table (CSV, full precision)"},
         ),
         markdown="results/summary/accuracy.md",
+        settings=report(
+            "results/summary/settings.html",
+            caption="../report/settings.rst",
+            category="Summary",
+            labels={"result": "settings per dataset"},
+        ),
         figure=report(
             "results/summary/accuracy_vs_parameters.png",
             caption="../report/accuracy_vs_parameters.rst",
             category="Summary",
-            labels={"figure": "accuracy vs parameters"},
+            labels={"result": "accuracy vs parameters (figure)"},
         ),
     log:
         "results/logs/tabulate_results/summary.log",

@@ -10,4 +10,6 @@ with log_to(snakemake.log[0]):
         snakemake.output.markdown,
         snakemake.output.figure,
         order=snakemake.params.order,
+        html_out=snakemake.output.html,
+        settings_out=snakemake.output.settings,
     )
