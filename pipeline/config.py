@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
+import re
 import types
 import typing
 from pathlib import Path
@@ -161,18 +162,45 @@ def validate(config: dict[str, Any], schema_path: Path = SCHEMA) -> dict[str, An
     return config
 
 
+FOLD = re.compile(r"^(?P<base>[a-z][a-z0-9_]*)/fold-(?P<fold>\d+)$")
+
+
+def split_fold(name: str) -> tuple[str, int | None]:
+    """`fsdd_loso/fold-3` -> ("fsdd_loso", 3); a name without a fold -> (name, None)."""
+    match = FOLD.match(name)
+    return (match["base"], int(match["fold"])) if match else (name, None)
+
+
 def module_of(config: dict[str, Any], name: str) -> str:
-    """The registered dataset behind a name (itself, or the `dataset` of a variant): the one
-    place where a variant's name is resolved."""
+    """The registered dataset behind a name (itself, the `dataset` of a variant, or that of
+    a fold's variant): with `dataset_settings`, the one place where a name is resolved."""
+    name, _ = split_fold(name)
     if name in config.get("variants", {}):
         return config["variants"][name]["dataset"]
     return name
+
+
+def fold_count(config: dict[str, Any], name: str) -> int:
+    """How many fold runs a dataset or variant has (0: it is one run)."""
+    base = dataset_settings(config, name)
+    return int(base.get("folds", 0)) if base.get("split") == "speaker_folds" else 0
+
+
+def run_names(config: dict[str, Any]) -> list[str]:
+    """The runs of config `datasets`: each name, or `name/fold-k` for each fold of a name
+    whose split is speaker_folds (folds run as separate jobs; tables pool them)."""
+    out = []
+    for name in config["datasets"]:
+        k = fold_count(config, name)
+        out += [f"{name}/fold-{i}" for i in range(k)] if k else [name]
+    return out
 
 
 def raw_source(config: dict[str, Any], name: str) -> str:
     """Whose raw data a dataset or variant reads (`resources/{source}`): a variant shares its
     dataset's download unless it changes one of the dataset's `acquire_keys` (another
     archive, checksum or synthesis setting); then it gets a folder of its own."""
+    name, _ = split_fold(name)
     module = module_of(config, name)
     variant = config.get("variants", {}).get(name, {})
     own = set(variant) & set(DATASETS[module].acquire_keys)
@@ -214,12 +242,12 @@ def check(config: dict[str, Any]) -> list[str]:
 
 def _check_variant_keys(name: str, variant: dict[str, Any]) -> list[str]:
     """A variant's keys are its dataset's keys: validate them against that block."""
-    block = copy.deepcopy(_schema(SCHEMA)["properties"][variant["dataset"]])
-    block = _without_defaults(block)
-    own = {k: v for k, v in variant.items() if k != "dataset"}
+    block = _without_defaults(copy.deepcopy(_schema(SCHEMA)["properties"][variant["dataset"]]))
+    block["properties"]["dataset"] = {"type": "string"}
     validator = jsonschema.Draft202012Validator(block)
+    _coerce_cli_strings(validator, variant)  # '{training: {batch_size: 16}}' gives '16'
     return [f"config key variants.{name}.{_key(e.absolute_path)}: {e.message}"
-            for e in validator.iter_errors(own)]
+            for e in validator.iter_errors(variant)]
 
 
 def dataset_settings(config: dict[str, Any], name: str) -> dict[str, Any]:
@@ -227,10 +255,13 @@ def dataset_settings(config: dict[str, Any], name: str) -> dict[str, Any]:
     defaults by validation), the variant's keys over it, and the global features, training,
     model parameters and on_bad_audio with the dataset's overrides merged in."""
     module = module_of(config, name)
+    base, fold = split_fold(name)
     own = deep_merge(config.get(module, {}), {
-        k: v for k, v in config.get("variants", {}).get(name, {}).items() if k != "dataset"})
+        k: v for k, v in config.get("variants", {}).get(base, {}).items() if k != "dataset"})
     settings = {k: v for k, v in own.items() if k not in OVERRIDABLE}
     settings.update(dataset=module, name=name)
+    if fold is not None:
+        settings.update(fold=fold, group=base)
     for key in OVERRIDABLE:
         glob, mine = config.get(key), own.get(key)
         settings[key] = deep_merge(glob, mine) if isinstance(glob, dict) else (

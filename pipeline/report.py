@@ -15,6 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from pipeline.config import split_fold  # noqa: E402
 from pipeline.io import atomic_path, write_table  # noqa: E402
 from pipeline.models import REGISTRY  # noqa: E402
 
@@ -41,11 +42,17 @@ def collect_metrics(paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
     for path in paths:
         m = json.loads(Path(path).read_text())
         rf = m.get("receptive_field", {})
+        dataset, fold = split_fold(m["dataset"])  # the folds of a variant pool into one row
+        test_dataset, _ = split_fold(m.get("test_dataset") or m["dataset"])
+        per_speaker = m.get("per_speaker") or {}
         rows.append({
-            "dataset": m["dataset"],
-            "test_dataset": m.get("test_dataset") or m["dataset"],
+            "dataset": dataset,
+            "test_dataset": test_dataset,
             "model": m["model"],
             "seed": m["seed"],
+            "fold": -1 if fold is None else fold,
+            "test_speakers": " ".join(sorted(per_speaker)) if len(per_speaker) <= 3
+            else f"{len(per_speaker)} speakers",
             "test_accuracy": m["test_accuracy"],
             "ci_low": (m.get("accuracy_ci95") or [None, None])[0],
             "ci_high": (m.get("accuracy_ci95") or [None, None])[1],
@@ -63,13 +70,16 @@ def collect_metrics(paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
 
 
 def accuracy_table(per_run: pd.DataFrame, order: list[str] | None = None) -> pd.DataFrame:
-    """Mean, standard deviation and count over seeds per (dataset, test dataset, model)."""
+    """Mean, standard deviation and count (n = seeds x folds) per (dataset, test dataset,
+    model); the Wilson interval is kept only for a single run, where it means something."""
     keys = ["dataset", "test_dataset", "model"]
     grouped = per_run.groupby(keys, sort=False)
     table = grouped.agg(
         test_accuracy=("test_accuracy", "mean"),
         test_accuracy_std=("test_accuracy", "std"),
         n_seeds=("seed", "nunique"),
+        n_folds=("fold", "nunique"),
+        n=("test_accuracy", "size"),
         ci_low=("ci_low", "mean"),
         ci_high=("ci_high", "mean"),
         balanced_accuracy=("balanced_accuracy", "mean"),
@@ -81,6 +91,9 @@ def accuracy_table(per_run: pd.DataFrame, order: list[str] | None = None) -> pd.
         train_seconds=("train_seconds", "mean"),
     ).reset_index()
     table["test_accuracy_std"] = table["test_accuracy_std"].fillna(0.0)
+    pooled = table["n"] > 1
+    table.loc[pooled, ["ci_low", "ci_high"]] = float("nan")
+    table.loc[table["n_folds"] == 1, "n_folds"] = 0  # not a fold variant (fold -1)
     table.insert(2, "evaluation", ["same" if a == b else "cross"
                                    for a, b in zip(table["dataset"], table["test_dataset"],
                                                    strict=True)])
@@ -97,7 +110,7 @@ def to_markdown(table: pd.DataFrame) -> str:
     shown["accuracy"] = [
         f"{a:.4f} ± {s:.4f} (n={n})" if n > 1 else f"{a:.4f} [{lo:.3f}, {hi:.3f}]"
         for a, s, n, lo, hi in zip(shown["test_accuracy"], shown["test_accuracy_std"],
-                                   shown["n_seeds"], shown["ci_low"], shown["ci_high"],
+                                   shown["n"], shown["ci_low"], shown["ci_high"],
                                    strict=True)]
     shown["macro_f1"] = shown["macro_f1"].map(lambda v: f"{v:.4f}")
     shown["train_s"] = shown["train_seconds"].map(lambda v: f"{v:.0f}")
@@ -167,11 +180,12 @@ def accuracy_html(table: pd.DataFrame) -> str:
     """The accuracy table as a person reads it: rounded, one row per dataset, test set and
     model; the accuracy is the mean over seeds, with their standard deviation beside it
     (an HTML fragment: a style element and a table)."""
-    header = ["dataset", "test set", "model", "accuracy", "95 % interval", "sd over seeds",
+    header = ["dataset", "test set", "model", "accuracy", "95 % interval",
+              "sd over seeds x folds",
               "macro F1", "parameters", "receptive field", "training time"]
     rows = []
     for r in table.itertuples(index=False):
-        spread = f"± {r.test_accuracy_std:.3f} (n={r.n_seeds})" if r.n_seeds > 1 else "n=1"
+        spread = f"± {r.test_accuracy_std:.3f} (n={r.n})" if r.n > 1 else "n=1"
         interval = ("n/a" if pd.isna(r.ci_low) or pd.isna(r.ci_high)
                     else f"[{r.ci_low:.3f}, {r.ci_high:.3f}]")
         cells = [r.dataset, r.test_dataset, r.model, f"{r.test_accuracy:.3f}", interval, spread,
@@ -276,13 +290,18 @@ def plot_accuracy_vs_parameters(table: pd.DataFrame, path: str | os.PathLike) ->
 
 def tabulate_results(metrics_paths: Iterable[str | os.PathLike], csv_out, md_out, figure_out,
                      order: list[str] | None = None, html_out=None,
-                     settings_out=None) -> pd.DataFrame:
+                     settings_out=None, runs_out=None) -> pd.DataFrame:
     """The accuracy table as CSV (full precision, float noise rounded away), Markdown and an
     HTML table (rounded, for the report), the accuracy-vs-size figure and, if asked, an HTML
     table of the settings each dataset used."""
     metrics_paths = list(metrics_paths)
-    table = accuracy_table(collect_metrics(metrics_paths), order)
+    per_run = collect_metrics(metrics_paths)
+    order = list(dict.fromkeys(split_fold(name)[0] for name in order or []))
+    table = accuracy_table(per_run, order)
     write_table(csv_out, table.round(10))
+    if runs_out is not None:  # one row per run: each fold and seed, with its test speakers
+        write_table(runs_out, per_run.sort_values(["dataset", "test_dataset", "model", "fold",
+                                                   "seed"]).round(10))
     with atomic_path(md_out) as tmp:
         tmp.write_text(to_markdown(table))
     if html_out is not None:

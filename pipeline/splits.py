@@ -80,3 +80,20 @@ def speaker_scheme(clips: pd.DataFrame, settings: dict) -> pd.Series:
                           settings.get("test_speakers", []))
     return by_speaker_fraction(clips, settings.get("valid_fraction", 0.15),
                                settings.get("test_fraction", 0.15), settings.get("split_seed", 0))
+
+
+def speaker_folds(speakers: list[str], folds: int) -> dict[str, int]:
+    """Speakers in sorted order dealt round-robin to `folds` folds: deterministic, every
+    speaker in exactly one fold (with as many folds as speakers: leave one speaker out)."""
+    ordered = sorted(set(speakers))
+    if not 2 <= folds <= len(ordered):
+        raise DataError(f"speaker_folds: {folds} folds need 2 to {len(ordered)} (the number of "
+                        f"speakers: {ordered})")
+    return {speaker: i % folds for i, speaker in enumerate(ordered)}
+
+
+def fold_test_speakers(speakers: list[str], folds: int, fold: int) -> list[str]:
+    """The speakers that fold `fold` tests on."""
+    if not 0 <= fold < folds:
+        raise DataError(f"speaker_folds: fold {fold} does not exist (0 to {folds - 1})")
+    return sorted(s for s, f in speaker_folds(speakers, folds).items() if f == fold)

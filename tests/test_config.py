@@ -74,6 +74,11 @@ def test_command_line_strings_are_read_as_schema_types():
     assert config["tts_digits"]["accents"] == ["on"]  # a string where the schema wants one
     with pytest.raises(ConfigError, match="training.epochs"):
         validate({"training": {"epochs": "two"}})
+    # inside a variant too (its keys are checked against its dataset's block)
+    config = validate({"variants": {"x": {"dataset": "tts_digits", "repetitions": "2",
+                                          "training": {"batch_size": "16"}}}})
+    assert config["variants"]["x"]["training"]["batch_size"] == 16
+    assert dataset_settings(config, "x")["repetitions"] == 2
 
 
 def test_variant_settings_merge_over_dataset_and_globals():

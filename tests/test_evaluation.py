@@ -68,6 +68,32 @@ def test_table_with_one_and_several_seeds(tmp_path):
     assert "0.8500 ± 0.0707 (n=2)" in md and "0.7000 [0.650, 0.750]" in md
 
 
+def test_folds_pool_into_one_row_with_mean_sd_and_n(tmp_path):
+    """fsdd_loso: 6 folds x 2 seeds give one row, n = 12, sd over all of them; the per-run
+    table keeps every fold with its test speaker."""
+    paths, accs = [], []
+    speakers = ["george", "jackson", "lucas", "nicolas", "theo", "yweweler"]
+    for fold, speaker in enumerate(speakers):
+        for seed in (0, 1):
+            acc = 0.8 + 0.02 * fold + 0.01 * seed
+            accs.append(acc)
+            m = {**_metrics(f"fsdd_loso/fold-{fold}", "cnn2d", seed, acc),
+                 "per_speaker": {speaker: {"accuracy": acc, "n": 500}}}
+            paths.append(tmp_path / f"{fold}-{seed}.json")
+            paths[-1].write_text(json.dumps(m))
+    per_run = collect_metrics(paths)
+    table = accuracy_table(per_run, order=["fsdd_loso"])
+    assert len(table) == 1
+    row = table.iloc[0]
+    assert row["dataset"] == "fsdd_loso" and row["n"] == 12 and row["n_folds"] == 6
+    assert row["n_seeds"] == 2
+    assert row["test_accuracy"] == pytest.approx(np.mean(accs))
+    assert row["test_accuracy_std"] == pytest.approx(np.std(accs, ddof=1))
+    assert np.isnan(row["ci_low"])  # a Wilson interval of one run does not describe n = 12
+    assert sorted(per_run["test_speakers"]) == sorted(speakers * 2)
+    assert f"± {np.std(accs, ddof=1):.4f} (n=12)" in to_markdown(table)
+
+
 @pytest.fixture(scope="module")
 def trained(tiny_features, tmp_path_factory):
     path, settings = tiny_features

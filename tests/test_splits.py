@@ -72,3 +72,41 @@ def test_tts_voices_are_held_out_whole(tiny_tts, tmp_path):
     assert a["speaker"].nunique() == 12
     b = split_dataset(tiny_tts, settings, tmp_path / "b.tsv")
     assert a.equals(b)
+
+
+def test_speaker_folds_test_every_speaker_once_and_never_leak(fsdd_root, tmp_path):
+    """fsdd_loso: 6 folds; in each, one speaker is the test split, the others train and
+    validate (repetitions 5-9); across folds every speaker is tested exactly once."""
+    from pipeline.config import dataset_settings, run_names, validate
+
+    config = validate({"datasets": ["fsdd_loso"], "variants": {"fsdd_loso": {
+        "dataset": "fsdd", "split": "speaker_folds", "folds": 6}}})
+    names = run_names(config)
+    assert names == [f"fsdd_loso/fold-{k}" for k in range(6)]
+    tested = []
+    for name in names:
+        settings = dataset_settings(config, name)
+        assert settings["fold"] == int(name[-1]) and settings["group"] == "fsdd_loso"
+        table = split_dataset(fsdd_root, settings, tmp_path / f"{name[-1]}.tsv")
+        test = set(table.loc[table["split"] == "test", "speaker"])
+        assert not test & set(table.loc[table["split"] != "test", "speaker"])
+        assert len(test) == 1 and (table["split"] == "test").sum() == 500
+        valid = table[table["split"] == "valid"]
+        assert set(valid["index"]) == {5, 6, 7, 8, 9} and valid["speaker"].nunique() == 5
+        tested += sorted(test)
+    assert sorted(tested) == sorted(set(tested)) == [
+        "george", "jackson", "lucas", "nicolas", "theo", "yweweler"]
+    # the other validation: the next fold's speaker, held out whole (no speaker in two splits)
+    rotating = dataset_settings(validate({"datasets": ["v"], "variants": {"v": {
+        "dataset": "fsdd", "split": "speaker_folds", "fold_valid": "next_speaker"}}}),
+        "v/fold-5")
+    table = split_dataset(fsdd_root, rotating, tmp_path / "r.tsv")
+    check_no_leak(table, "speaker")
+    assert set(table.loc[table["split"] == "valid", "speaker"]) == {"george"}
+    assert set(table.loc[table["split"] == "test", "speaker"]) == {"yweweler"}
+
+
+def test_fold_count_must_fit_the_speakers(fsdd_root, tmp_path):
+    settings = settings_for("fsdd", {"split": "speaker_folds", "folds": 7})
+    with pytest.raises(DataError, match="7 folds need 2 to 6"):
+        split_dataset(fsdd_root, {**settings, "fold": 0}, tmp_path / "s.tsv")

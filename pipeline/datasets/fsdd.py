@@ -65,15 +65,39 @@ def standard_split(index: int, valid_indices: int = 5) -> str:
     return "valid" if index < 5 + valid_indices else "train"
 
 
+def fold_split(clips: pd.DataFrame, folds: int, fold: int, valid: str,
+               valid_indices: int) -> pd.Series:
+    """Fold `fold` of `folds` over speakers: its speakers are the test split. Validation is
+    `repetitions` 5 .. 5+n-1 of every other speaker (all other speakers train), or
+    `next_speaker`: the next fold's speakers (held out whole; one speaker fewer trains).
+    Either way model selection never sees a test speaker."""
+    speakers = clips["speaker"].tolist()
+    test = splits.fold_test_speakers(speakers, folds, fold)
+    if valid == "next_speaker":
+        held = splits.fold_test_speakers(speakers, folds, (fold + 1) % folds)
+        split = clips["speaker"].map(lambda s: "valid" if s in held else "train")
+    else:
+        split = clips["index"].map(lambda i: "valid" if 5 <= i < 5 + valid_indices else "train")
+    split[clips["speaker"].isin(test)] = "test"
+    splits.check_no_leak(clips.assign(split=split.where(split == "test", "rest")), "speaker")
+    return split
+
+
 def assign_standard_or_speaker(clips: pd.DataFrame, settings: dict[str, Any]) -> pd.DataFrame:
-    scheme = settings.get("split", "standard")
+    scheme = settings["split"]
     if scheme == "standard":
-        n_valid = int(settings.get("valid_indices", 5))
+        n_valid = int(settings["valid_indices"])
         split = clips["index"].map(lambda i: standard_split(i, n_valid))
     elif scheme == "speaker":
         split = splits.speaker_scheme(clips, settings)
+    elif scheme == "speaker_folds":
+        if "fold" not in settings:
+            raise DataError("fsdd: split speaker_folds runs as one job per fold "
+                            "(<name>/fold-<k>); this run names no fold")
+        split = fold_split(clips, int(settings["folds"]), int(settings["fold"]),
+                           settings["fold_valid"], int(settings["valid_indices"]))
     else:
-        raise DataError(f"unknown split scheme {scheme!r} (use 'standard' or 'speaker')")
+        raise DataError(f"unknown split scheme {scheme!r}")
     return clips.assign(split=split)
 
 
@@ -143,7 +167,10 @@ class FSDD:
         return assign_standard_or_speaker(clips, settings)
 
     def speakers_held_out(self, settings: dict[str, Any]) -> bool:
-        return settings["split"] == "speaker"
+        # speaker_folds with validation repetitions shares speakers between train and valid
+        # only; its test speakers are checked in fold_split
+        return settings["split"] == "speaker" or (
+            settings["split"] == "speaker_folds" and settings["fold_valid"] == "next_speaker")
 
 
 DATASET = FSDD()

@@ -5,10 +5,11 @@ from pipeline.config import (
     dataset_settings,
     raw_source,
     raw_sources,
+    run_names,
     stage_settings,
 )
 
-DATASETS = config["datasets"]
+DATASETS = run_names(config)  # a speaker_folds variant runs once per fold: name/fold-k
 MODELS = config["models"]
 SEEDS = config["seeds"]
 CROSS = cross_pairs(config)
@@ -18,7 +19,7 @@ RUN = "results/{dataset}/{model}/seed-{seed}"
 
 
 wildcard_constraints:
-    dataset="[a-z][a-z0-9_]*",
+    dataset="[a-z][a-z0-9_]*(/fold-[0-9]+)?",
     model="|".join(MODELS),
     seed=r"\d+",
 

@@ -93,6 +93,12 @@ rule tabulate_results:
             labels={"result": "accuracy table (CSV, full precision)"},
         ),
         markdown="results/summary/accuracy.md",
+        runs=report(
+            "results/summary/accuracy_runs.csv",
+            caption="../report/accuracy_runs.rst",
+            category="Summary",
+            labels={"result": "accuracy per run: each fold and seed (CSV)"},
+        ),
         settings=report(
             "results/summary/settings.html",
             caption="../report/settings.rst",

@@ -12,4 +12,5 @@ with log_to(snakemake.log[0]):
         order=snakemake.params.order,
         html_out=snakemake.output.html,
         settings_out=snakemake.output.settings,
+        runs_out=snakemake.output.runs,
     )
