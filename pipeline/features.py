@@ -15,7 +15,9 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,7 +49,11 @@ def _batches(frame: pd.DataFrame, size: int) -> Iterator[pd.DataFrame]:
 
 
 class _SplitWriter:
-    """Appends batches to one split's group; keeps running sums for normalisation."""
+    """Writes one split's group batch by batch; keeps running sums for normalisation.
+
+    `reserve` sizes the datasets to the split's row count once (no resize per batch);
+    labels and the string columns are written in one call each by `finish`, which also
+    trims the datasets if rows were rejected."""
 
     def __init__(self, h5: h5py.File, split: str, shape: tuple[int, int], dtype: str) -> None:
         g = h5.create_group(split)
@@ -61,19 +67,41 @@ class _SplitWriter:
         self.sum = np.zeros(shape[0], dtype=np.float64)
         self.sumsq = np.zeros(shape[0], dtype=np.float64)
         self.count = 0
+        self.rows = 0
+        self._labels: list[np.ndarray] = []
+        self._text: dict[str, list[str]] = {k: [] for k in self.text}
+
+    def _datasets(self) -> tuple[h5py.Dataset, ...]:
+        return (self.features, self.labels, *self.text.values())
+
+    def reserve(self, rows: int) -> None:
+        for ds in self._datasets():
+            ds.resize(max(rows, ds.shape[0]), axis=0)
 
     def append(self, feats: np.ndarray, rows: pd.DataFrame, labels: np.ndarray) -> None:
-        n0, n = self.features.shape[0], len(feats)
-        for ds in (self.features, self.labels, *self.text.values()):
-            ds.resize(n0 + n, axis=0)
-        self.features[n0:] = feats
-        self.labels[n0:] = labels
-        for key, ds in self.text.items():
-            ds[n0:] = rows[key].astype(str).tolist()
-        as64 = feats.astype(np.float64)
-        self.sum += as64.sum(axis=(0, 2))
-        self.sumsq += (as64**2).sum(axis=(0, 2))
+        n0, n = self.rows, len(feats)
+        if n0 + n > self.features.shape[0]:
+            self.reserve(n0 + n)
+        self.features[n0:n0 + n] = feats
+        self.rows += n
+        self._labels.append(np.asarray(labels, dtype=np.int64))
+        for key, values in self._text.items():
+            values += rows[key].astype(str).tolist()
+        # float64 per batch, reduced over clips and frames only (as over the whole split)
+        as64 = torch.from_numpy(feats).double()
+        self.sum += as64.sum(dim=(0, 2)).numpy()
+        self.sumsq += as64.square_().sum(dim=(0, 2)).numpy()
         self.count += feats.shape[0] * feats.shape[2]
+
+    def finish(self) -> None:
+        for ds in self._datasets():
+            if ds.shape[0] != self.rows:
+                ds.resize(self.rows, axis=0)
+        if self.rows:
+            self.labels[:] = np.concatenate(self._labels)
+            for key, ds in self.text.items():
+                ds[:] = self._text[key]
+        self._labels, self._text = [], {k: [] for k in self.text}
 
 
 def _label_index(table: pd.DataFrame, label_names: list[str], name: str) -> dict[str, int]:
@@ -84,18 +112,38 @@ def _label_index(table: pd.DataFrame, label_names: list[str], name: str) -> dict
     return index
 
 
+def _featurized(rows_all: pd.DataFrame, featurize, workers: int = 2
+                ) -> Iterator[tuple[pd.DataFrame, np.ndarray, list[str]]]:
+    """(rows, features, reasons) batch by batch, in order. `workers` batches are featurized
+    at once and one more waits its turn: while one batch is read (Python, holding the GIL)
+    another's features are computed (torch, without it), and the caller writes a third."""
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        jobs: deque = deque()
+        for rows in _batches(rows_all, BATCH):
+            jobs.append((rows, pool.submit(featurize, rows)))
+            if len(jobs) > workers:
+                rows, job = jobs.popleft()
+                yield rows, *job.result()
+        while jobs:
+            rows, job = jobs.popleft()
+            yield rows, *job.result()
+
+
 def _write_split(writer: _SplitWriter, rows_all: pd.DataFrame, featurize, label_index,
                  dtype: str) -> list[dict[str, str]]:
     """Featurize one split batch by batch; returns the rejected rows with their reasons."""
+    writer.reserve(len(rows_all))
     rejected = []
-    for rows in _batches(rows_all, BATCH):
-        feats, reasons = featurize(rows)
-        keep = np.array([not r for r in reasons], dtype=bool)
-        rejected += [{"clip": c, "path": p, "split": s, "reason": r} for c, p, s, r in zip(
-            rows["clip"], rows["path"], rows["split"], reasons, strict=True) if r]
-        rows = rows[keep]
+    workers = 2 if torch.get_num_threads() > 1 else 1  # compute_features set it to `threads`
+    for rows, feats, reasons in _featurized(rows_all, featurize, workers):
+        if any(reasons):
+            rejected += [{"clip": c, "path": p, "split": s, "reason": r} for c, p, s, r in zip(
+                rows["clip"], rows["path"], rows["split"], reasons, strict=True) if r]
+            rows = rows[[not r for r in reasons]]
         if len(rows):
-            writer.append(feats.astype(dtype), rows, rows["label"].map(label_index).to_numpy())
+            writer.append(np.ascontiguousarray(feats, dtype=dtype), rows,
+                          rows["label"].map(label_index).to_numpy())
+    writer.finish()
     return rejected
 
 

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 import torch
+import torchaudio
 
 from conftest import write_tone
 from pipeline.config import settings_for, validate
@@ -46,8 +47,40 @@ def test_features_match_a_direct_torchaudio_computation(tiny_features, tiny_tts)
     padded = np.zeros(8000, dtype=np.float32)
     left = (8000 - len(wave)) // 2
     padded[left:left + len(wave)] = wave
-    expected = LogMel(params)(torch.from_numpy(padded)[None])[0]
+    mel = torchaudio.transforms.MelSpectrogram(  # torchaudio itself, not the pipeline's
+        sample_rate=8000, n_fft=256, win_length=200, hop_length=80, n_mels=40, center=False,
+        power=2.0)
+    expected = torch.log10(mel(torch.from_numpy(padded)[None]) + params.log_offset)[0]
     assert torch.allclose(test.features[0], expected, atol=1e-4)
+    assert torch.allclose(LogMel(params)(torch.from_numpy(padded)[None])[0], expected,
+                          atol=1e-4)
+
+
+@pytest.mark.parametrize("subtype,channels", [("PCM_16", 1), ("PCM_16", 2), ("PCM_24", 1),
+                                              ("FLOAT", 1), ("PCM_U8", 1)])
+def test_fast_wav_reading_equals_soundfile(tmp_path, monkeypatch, subtype, channels):
+    """Plain 16-bit WAVs are read with the standard library's `wave`, everything else with
+    soundfile: both paths give the same samples."""
+    from pipeline.modalities import audio
+
+    rng = np.random.default_rng(0)
+    data = rng.uniform(-0.5, 0.5, (4000, channels)).astype(np.float32)
+    sf.write(tmp_path / "x.wav", data, 16000, subtype=subtype)
+    fast, _ = audio.read_clip(tmp_path / "x.wav", 8000)
+    monkeypatch.setattr(audio, "FAST_WAV", False)
+    slow, _ = audio.read_clip(tmp_path / "x.wav", 8000)
+    np.testing.assert_array_equal(fast, slow)
+
+
+def test_truncated_wav_falls_back_to_soundfile(tmp_path):
+    from pipeline.modalities import audio
+
+    sf.write(tmp_path / "x.wav", np.full(800, 0.1), 8000, subtype="PCM_16")
+    raw = (tmp_path / "x.wav").read_bytes()
+    (tmp_path / "cut.wav").write_bytes(raw[:-100])
+    assert audio._read_pcm16_wav(tmp_path / "cut.wav") is None
+    wave, reason = audio.read_clip(tmp_path / "cut.wav", 8000)
+    assert (wave is not None and len(wave) == 750) or reason.startswith("unreadable")
 
 
 def test_normalisation_comes_from_train_only(tiny_features):
