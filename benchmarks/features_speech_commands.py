@@ -39,13 +39,9 @@ sys.path.insert(0, str(ROOT))
 
 from pipeline.config import dataset_settings, validate  # noqa: E402
 from pipeline.datasets.speech_commands import COMMANDS, SILENCE, UNKNOWN  # noqa: E402
-from pipeline.features import (  # noqa: E402
-    FeatureParams,
-    LogMel,
-    compute_features,
-    load_waveforms,
-)
+from pipeline.features import compute_features  # noqa: E402
 from pipeline.io import write_table  # noqa: E402
+from pipeline.modalities.audio import FeatureParams, LogMel, load_waveforms  # noqa: E402
 
 V2_CLIPS = 105_829
 TWELVE_CLASS_CLIPS = 46_300  # ~38,500 command clips + 10 % unknown + 10 % silence per split
@@ -96,8 +92,8 @@ def bench_features(n: int, threads: int) -> dict[str, float]:
               f"({sum(p.stat().st_size for p in root.rglob('*.wav')) / 1e6:.0f} MB)")
 
         t0 = time.perf_counter()
-        compute_features("speech_commands", Path(tmp) / "splits.tsv", root, settings,
-                         Path(tmp) / "features.h5", Path(tmp) / "rejected.tsv", threads=threads)
+        compute_features(Path(tmp) / "splits.tsv", root, settings, Path(tmp) / "features.h5",
+                         Path(tmp) / "rejected.tsv", threads=threads)
         total = time.perf_counter() - t0
 
         paths = [root / p for p in table["path"]]
@@ -171,7 +167,7 @@ def bench_training(batches: int, threads: int) -> None:
     for _ in range(batches * 4):
         augment(raw)
     aug_rate = batches * 4 * ts.batch_size / (time.perf_counter() - t0)
-    print(f"augmentation alone (noise p={ts.noise.get('probability')}, shift "
+    print(f"augmentation alone (noise p={ts.noise.probability}, shift "
           f"{ts.time_shift_frames}, masks): {aug_rate:.0f} samples/s on the CPU; an epoch of "
           f"~{TRAIN_EXAMPLES_12CLASS} examples needs {TRAIN_EXAMPLES_12CLASS / aug_rate:.0f} s "
           "of it on any device")

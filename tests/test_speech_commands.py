@@ -4,8 +4,10 @@ per split, label sets, training-only augmentation, and the workflow end to end."
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
+import re
 import shutil
 import subprocess
 import sys
@@ -19,15 +21,42 @@ import soundfile as sf
 from fixtures.speech_commands import NOISES, WORDS, build, pack, serving
 
 from pipeline import splits
-from pipeline.config import ConfigError, dataset_settings, validate
-from pipeline.datasets import acquire_dataset, get_dataset
+from pipeline.config import (
+    ConfigError,
+    dataset_settings,
+    raw_source,
+    settings_for,
+    stage_settings,
+    validate,
+)
+from pipeline.datasets import acquire_dataset, get_dataset, split_dataset
 from pipeline.datasets import speech_commands as sc
 from pipeline.datasets.base import DataError
 from pipeline.download import DownloadError
 
 ROOT = Path(__file__).resolve().parent.parent
 DATASET = get_dataset("speech_commands")
+#: The real development sample (6,659 clips; ../shared/datasets/speech_commands/SOURCE.md).
+SAMPLE_ARCHIVE = ROOT.parent / "shared" / "datasets" / "speech_commands" / \
+    "speech_commands_sample.tar.gz"
+SAMPLE_SHA256 = "462662aec70fecd16dd6b9f0d8ab73b59e505ab428b7236834c565a4eec8d879"
+#: SOURCE.md's per-word table: train, validation, test clips of the ten commands.
+SAMPLE_COMMANDS = {
+    "yes": (450, 69, 142), "no": (471, 62, 128), "up": (489, 72, 100),
+    "down": (495, 70, 96), "left": (495, 65, 101), "right": (487, 68, 106),
+    "on": (8, 1, 371), "off": (9, 1, 371), "stop": (471, 60, 130), "go": (468, 63, 130),
+}
+SAMPLE_WORD_CLIPS, SAMPLE_SPEAKERS = 6659, 1795
 TRAIN_NOISES = {"doing_the_dishes", "dude_miaowing", "pink_noise", "white_noise"}
+
+
+def settings(**block) -> dict:
+    """speech_commands' complete settings from the schema defaults, `block` over them."""
+    return settings_for("speech_commands", block)
+
+
+def acquire(dest: Path, block: dict, mirror: str | None = None) -> None:
+    acquire_dataset(dest, settings(**block), mirror=mirror)
 
 
 @pytest.fixture(scope="session")
@@ -40,13 +69,13 @@ def sc_raw(sc_fixture, tmp_path_factory) -> Path:
     """The fixture archive fetched over HTTP from a mirror, verified, extracted, silence cut."""
     dest = tmp_path_factory.mktemp("speech_commands_raw") / "speech_commands"
     with serving(sc_fixture.mirror) as url:
-        acquire_dataset("speech_commands", dest, sc_fixture.settings, mirror=url)
+        acquire(dest, sc_fixture.settings, mirror=url)
     return dest
 
 
-def _table(root: Path, settings: dict | None = None) -> pd.DataFrame:
-    settings = settings or {}
-    return DATASET.assign_splits(DATASET.list_clips(root, settings), settings)
+def _table(root: Path, block: dict | None = None) -> pd.DataFrame:
+    cfg = settings(**(block or {}))
+    return DATASET.assign_splits(DATASET.list_clips(root, cfg), cfg)
 
 
 def _mirror_of(tmp_path: Path, tree: Path, version: str = "v0.02") -> Path:
@@ -100,24 +129,22 @@ def test_acquire_over_http_gives_upstream_tree_and_silence(sc_fixture, sc_raw):
 def test_upstream_url_setting_and_checksums(sc_fixture, tmp_path, caplog):
     with serving(sc_fixture.mirror) as url:
         upstream = {"url": {"v0.02": f"{url}/speech_commands/speech_commands_v0.02.tar.gz"}}
-        acquire_dataset("speech_commands", tmp_path / "a" / "speech_commands",
-                        {**upstream, **sc_fixture.settings})
+        acquire(tmp_path / "a" / "speech_commands", {**upstream, **sc_fixture.settings})
         assert (tmp_path / "a" / "speech_commands" / "testing_list.txt").is_file()
 
         dest = tmp_path / "b" / "speech_commands"
         with pytest.raises(DownloadError, match="checksum mismatch"):
-            acquire_dataset("speech_commands", dest, {"archive_sha256": {"v0.02": "0" * 64}},
-                            mirror=url)
+            acquire(dest, {"archive_sha256": {"v0.02": "0" * 64}}, mirror=url)
         _assert_nothing_left(dest)
 
         with caplog.at_level(logging.WARNING):
-            acquire_dataset("speech_commands", tmp_path / "d" / "speech_commands",
-                            {"archive_sha256": {"v0.02": None}}, mirror=url)
+            acquire(tmp_path / "d" / "speech_commands", {"archive_sha256": {"v0.02": None}},
+                    mirror=url)
         assert "NOT checked" in caplog.text
 
     with pytest.raises(DownloadError, match="checksum mismatch"):  # the real archive's default
-        acquire_dataset("speech_commands", tmp_path / "c" / "speech_commands", {},
-                        mirror=str(sc_fixture.mirror))  # a plain folder mirror
+        acquire(tmp_path / "c" / "speech_commands", {},
+                mirror=str(sc_fixture.mirror))  # a plain folder mirror
 
 
 def test_content_checks_without_checksum(sc_fixture, tmp_path):
@@ -128,24 +155,23 @@ def test_content_checks_without_checksum(sc_fixture, tmp_path):
     skip = {"archive_sha256": {"v0.02": "", "v0.01": ""}}
     missing = pytest.raises(DownloadError, match="named in the lists are not in the archive")
     with serving(_mirror_of(tmp_path / "1", tree)) as url, missing:
-        acquire_dataset("speech_commands", tmp_path / "x" / "speech_commands", skip,
-                        mirror=url)
+        acquire(tmp_path / "x" / "speech_commands", skip, mirror=url)
     _assert_nothing_left(tmp_path / "x" / "speech_commands")
 
     foreign = pytest.raises(DownloadError, match=r"\['learn'\] are not in v0.01")
     with serving(_mirror_of(tmp_path / "2", sc_fixture.tree, "v0.01")) as url, foreign:
-        acquire_dataset("speech_commands", tmp_path / "y" / "speech_commands",
-                        {**skip, "version": "v0.01"}, mirror=url)
+        acquire(tmp_path / "y" / "speech_commands", {**skip, "version": "v0.01"},
+                mirror=url)
 
 
 # -- splits ------------------------------------------------------------------------------
 
 
 def test_splits_follow_the_official_lists(sc_fixture, sc_raw):
-    clips = DATASET.list_clips(sc_raw, {})
+    clips = DATASET.list_clips(sc_raw, settings())
     assert set(clips.columns) >= {"clip", "path", "label", "speaker", "word", "utterance"}
     assert all((sc_raw / p).is_file() for p in clips["path"])
-    table = DATASET.assign_splits(clips, {})
+    table = DATASET.assign_splits(clips, settings())
     splits.check_complete(table)
     splits.check_no_leak(table, "speaker")
     words = table[table["word"] != sc.SILENCE_DIR]
@@ -183,8 +209,7 @@ def test_a_speaker_in_two_splits_fails_loudly(sc_fixture, sc_raw, tmp_path):
 
 @pytest.mark.parametrize("unknown_share, silence_share", [(0.1, 0.1), (0.15, 0.5), (0.0, 0.0)])
 def test_unknown_and_silence_shares(sc_raw, unknown_share, silence_share):
-    settings = {"unknown_share": unknown_share, "silence_share": silence_share}
-    table = _table(sc_raw, settings)
+    table = _table(sc_raw, {"unknown_share": unknown_share, "silence_share": silence_share})
     for split in splits.SPLITS:
         part = table[table["split"] == split]
         n_commands = part["label"].isin(sc.COMMANDS).sum()
@@ -194,13 +219,13 @@ def test_unknown_and_silence_shares(sc_raw, unknown_share, silence_share):
 
 
 def test_share_draws_are_seeded_and_order_free(sc_raw, caplog):
-    clips = DATASET.list_clips(sc_raw, {})
-    drawn = set(DATASET.assign_splits(clips, {"split_seed": 0})["clip"])
+    clips = DATASET.list_clips(sc_raw, settings())
+    drawn = set(DATASET.assign_splits(clips, settings(split_seed=0))["clip"])
     shuffled = clips.sample(frac=1.0, random_state=3).reset_index(drop=True)
-    assert set(DATASET.assign_splits(shuffled, {"split_seed": 0})["clip"]) == drawn
-    assert set(DATASET.assign_splits(clips, {"split_seed": 1})["clip"]) != drawn
+    assert set(DATASET.assign_splits(shuffled, settings(split_seed=0))["clip"]) == drawn
+    assert set(DATASET.assign_splits(clips, settings(split_seed=1))["clip"]) != drawn
     with caplog.at_level(logging.WARNING):
-        table = DATASET.assign_splits(clips, {"unknown_share": 5.0})
+        table = DATASET.assign_splits(clips, settings(unknown_share=5.0))
     assert "only" in caplog.text and "unknown" in caplog.text
     assert (table["label"] == "unknown").sum() == (clips["label"] == "unknown").sum()
 
@@ -237,43 +262,174 @@ def test_noise_recordings_are_reserved_per_split(sc_raw):
 
 
 def test_label_sets():
-    twelve = DATASET.label_names({})
+    twelve = DATASET.label_names(settings())
     assert twelve == sc.COMMANDS + ["unknown", "silence"]
-    assert DATASET.label_names({"task": "12class", "version": "v0.01"}) == twelve
-    v2 = DATASET.label_names({"task": "35class"})
+    assert DATASET.label_names(settings(task="12class", version="v0.01")) == twelve
+    v2 = DATASET.label_names(settings(task="35class"))
     assert len(v2) == 35 == len(set(v2)) and v2[:10] == sc.COMMANDS
     assert {"backward", "follow", "forward", "learn", "visual", "sheila"} <= set(v2)
-    v1 = DATASET.label_names({"task": "30class", "version": "v0.01"})
+    v1 = DATASET.label_names(settings(task="30class", version="v0.01"))
     assert len(v1) == 30 and set(v1) == set(v2) - {"backward", "follow", "forward", "learn",
                                                    "visual"}
     for bad in ({"task": "35class", "version": "v0.01"}, {"task": "30class"},
                 {"task": "10class"}, {"version": "v0.03"}):
         with pytest.raises(DataError):
-            DATASET.label_names(bad)
+            DATASET.label_names({**settings(), **bad})
 
 
 def test_every_word_task_keeps_all_clips_without_silence(sc_fixture, sc_raw):
     table = _table(sc_raw, {"task": "35class"})
     assert len(table) == sc_fixture.clips
     assert set(table["label"]) == set(WORDS)
-    assert set(table["label"]) <= set(DATASET.label_names({"task": "35class"}))
+    assert set(table["label"]) <= set(DATASET.label_names(settings(task="35class")))
     splits.check_no_leak(table, "speaker")
 
 
 def test_config_entries():
     config = validate({})
-    assert config["speech_commands"]["archive_sha256"]["v0.02"] == sc.VERSIONS["v0.02"].sha256
-    assert config["speech_commands"]["archive_sha256"]["v0.01"] == sc.VERSIONS["v0.01"].sha256
-    assert config["speech_commands"]["url"]["v0.02"] == sc.VERSIONS["v0.02"].url
-    assert {k for k in sc.DEFAULTS} <= set(config["speech_commands"])
-    for key, value in sc.DEFAULTS.items():
-        assert config["speech_commands"][key] == value, key
+    block = config["speech_commands"]
+    for version, info in sc.VERSIONS.items():
+        assert block["archive_sha256"][version] == info.sha256
+        assert block["url"][version] == info.url
+        assert block["archive"][version] == f"speech_commands_{version}.tar.gz"
+    assert (block["version"], block["task"]) == ("v0.02", "12class")
+    assert block["silence_recordings"] == {"valid": ["running_tap"], "test": ["exercise_bike"]}
+    assert set(sc.SpeechCommands.acquire_keys) <= set(block)
     # what --config 'speech_commands={archive_sha256: {v0.02: }}' gives: an empty string
     assert validate({"speech_commands": {"archive_sha256": {"v0.02": ""}}})
     with pytest.raises(ConfigError, match="archive_sha256"):
         validate({"speech_commands": {"archive_sha256": {"v0.02": "abc"}}})
     with pytest.raises(ConfigError, match="task"):
         validate({"speech_commands": {"task": "20class"}})
+
+
+def test_sample_variant_in_config_yaml():
+    """speech_commands_sample: the real sample's archive name and sha256 are config values of
+    the variant; it gets its own raw folder and the acquire stage sees only acquire_keys."""
+    import yaml
+
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    config["datasets"] = ["speech_commands_sample"]
+    config = validate(config)
+    cfg = dataset_settings(config, "speech_commands_sample")
+    assert (cfg["dataset"], cfg["name"]) == ("speech_commands", "speech_commands_sample")
+    assert cfg["archive"]["v0.02"] == SAMPLE_ARCHIVE.name
+    assert cfg["archive_sha256"]["v0.02"] == SAMPLE_SHA256
+    assert raw_source(config, "speech_commands_sample") == "speech_commands_sample"
+    assert raw_source(config, "speech_commands") == "speech_commands"
+    acquire_only = stage_settings(config, "speech_commands_sample", "acquire")
+    assert "task" not in acquire_only and acquire_only["archive"]["v0.02"] == SAMPLE_ARCHIVE.name
+    assert DATASET.label_names(cfg) == sc.COMMANDS + ["unknown", "silence"]
+
+
+# -- the real sample ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sample(shared_datasets, tmp_path_factory):
+    """The real sample acquired from the mirror folder exactly as the workflow does (variant
+    settings of config.yaml; silence windows every 0.25 s instead of 0.05 s to keep it
+    quick), then split: (settings, raw folder, splits table)."""
+    import yaml
+
+    if not SAMPLE_ARCHIVE.is_file():
+        pytest.skip(f"the Speech Commands sample is not at {SAMPLE_ARCHIVE}")
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    config["datasets"] = ["speech_commands_sample"]
+    config["variants"]["speech_commands_sample"]["silence_hop_seconds"] = 0.25
+    config = validate(config)
+    cfg = dataset_settings(config, "speech_commands_sample")
+    out = tmp_path_factory.mktemp("sample")
+    raw = out / "speech_commands_sample"
+    # each stage with exactly the settings the workflow gives it (acquire: acquire_keys only)
+    acquire_dataset(raw, stage_settings(config, "speech_commands_sample", "acquire"),
+                    mirror=str(shared_datasets))
+    table = split_dataset(raw, stage_settings(config, "speech_commands_sample", "split"),
+                          out / "splits.tsv")
+    return cfg, raw, table
+
+
+def test_accuracy_report_sets_thin_classes_apart():
+    labels = ["yes", "on", "unknown"]
+    frame = pd.DataFrame({
+        "true_label": ["yes", "yes", "yes", "on", "on", "unknown"],
+        "predicted_label": ["yes", "yes", "on", "unknown", "on", "unknown"]})
+    report = sc.accuracy_report(frame, labels, {"yes": 400, "on": 8, "unknown": 198})
+    assert report["accuracy"] == pytest.approx(4 / 6)
+    assert report["balanced_accuracy"] == pytest.approx((2 / 3 + 1 / 2 + 1) / 3)
+    assert report["enough_data"] == {"labels": ["yes", "unknown"], "n": 4, "correct": 3,
+                                     "accuracy": 0.75}
+    assert report["thin_data"] == {"labels": ["on"], "n": 2, "correct": 1, "accuracy": 0.5}
+    assert report["per_class"]["on"] == {"train": 8, "test": 2, "correct": 1, "recall": 0.5,
+                                         "predicted": 2}
+    assert sc.enough_training_data({"a": 49, "b": 50}) == ["b"]
+
+
+def _which_set(name: str) -> str:
+    """The dataset's own split rule, which_set(filename, 10, 10) of the v0.02 README."""
+    speaker = re.sub(r"_nohash_.*$", "", name)
+    p = (int(hashlib.sha1(speaker.encode()).hexdigest(), 16) % 2**27) * (100.0 / (2**27 - 1))
+    return "valid" if p < 10 else "test" if p < 20 else "train"
+
+
+def test_real_sample_acquired_and_split(sample):
+    cfg, raw, table = sample
+    assert sum(1 for _ in raw.glob("*/*_nohash_*.wav")) == SAMPLE_WORD_CLIPS
+    assert sorted(p.name for p in sc._word_dirs(raw)) == sc.WORDS_V2
+    assert not list(raw.parent.glob("*.tar.gz")) and not list(raw.parent.glob(".speech*"))
+    # splits: the sample's own lists, which follow the dataset's hash rule; no speaker leaks
+    splits.check_complete(table)
+    splits.check_no_leak(table, "speaker")
+    words = table[table["word"] != sc.SILENCE_DIR]
+    assert (words["path"].str.split("/").str[1].map(_which_set) == words["split"]).all()
+    for word, counts in SAMPLE_COMMANDS.items():
+        got = words[words["word"] == word]["split"].value_counts()
+        assert tuple(int(got.get(s, 0)) for s in splits.SPLITS) == counts, word
+    # labels: the 12 classes; unknown is every other word; silence is cut noise
+    assert set(table["label"]) == set(DATASET.label_names(cfg))
+    assert (words["label"] == words["word"].where(words["word"].isin(sc.COMMANDS),
+                                                  "unknown")).all()
+    # unknown: ceil(0.1 x commands) wanted; train and valid have fewer other-word clips
+    # (198 and 19 of the 25 words), so all of them are taken
+    unknown = {"train": 198, "valid": 19, "test": math.ceil(0.1 * 1675)}
+    for split in splits.SPLITS:
+        part = table[table["split"] == split]
+        commands = int(part["label"].isin(sc.COMMANDS).sum())
+        assert commands == sum(c[splits.SPLITS.index(split)] for c in SAMPLE_COMMANDS.values())
+        assert (part["label"] == "silence").sum() == math.ceil(0.1 * commands - 1e-9)
+        assert (part["label"] == "unknown").sum() == unknown[split]
+    silence = table[table["label"] == "silence"]
+    assert silence.groupby("split")["speaker"].agg(set).to_dict() == {
+        "train": TRAIN_NOISES, "valid": {"running_tap"}, "test": {"exercise_bike"}}
+    info = sf.info(raw / silence["path"].iloc[0])
+    assert (info.samplerate, info.frames, info.subtype) == (16000, 16000, "FLOAT")
+
+
+def test_real_sample_features_on_a_subset(sample, tmp_path):
+    """The feature stage on 10 clips per label and split (short clips and silence included):
+    every clip is kept, and short clips are centred and zero-padded to 1 s."""
+    from pipeline.features import compute_features, load_split
+    from pipeline.io import write_table
+
+    cfg, raw, table = sample
+    subset = table.groupby(["split", "label"], group_keys=False).head(10)
+    lengths = {p: sf.info(raw / p).frames for p in table.loc[table["split"] == "train", "path"]}
+    short = [p for p, n in lengths.items() if n < 12000][:5]
+    subset = pd.concat([subset, table[table["path"].isin(short)]]).drop_duplicates("clip")
+    write_table(tmp_path / "splits.tsv", subset)
+    counts = compute_features(tmp_path / "splits.tsv", raw, cfg, tmp_path / "features.h5",
+                              tmp_path / "rejected.tsv", threads=2)
+    assert counts == subset["split"].value_counts().to_dict()
+    assert pd.read_csv(tmp_path / "rejected.tsv", sep="\t").empty
+    train = load_split(tmp_path / "features.h5", "train")
+    assert tuple(train.features.shape[1:]) == (40, 97) and bool(train.features.isfinite().all())
+    floor = math.log10(cfg["features"]["log_offset"])
+    clips = list(train.clips)
+    for path in short:
+        x = train.features[clips.index(path.removesuffix(".wav"))]
+        assert float(x[:, 0].max()) == pytest.approx(floor, abs=1e-3)  # zero padding
+        assert float(x[:, -1].max()) == pytest.approx(floor, abs=1e-3)
+        assert float(x[:, 48].max()) > floor + 1  # the word in the middle
 
 
 # -- features and training ---------------------------------------------------------------
@@ -283,25 +439,25 @@ def test_augmentation_in_training_only(sc_fixture, sc_raw, tmp_path, monkeypatch
     import yaml
 
     from pipeline import training
+    from pipeline.checkpoint import load_checkpoint
     from pipeline.features import compute_features, load_split
-    from pipeline.splits import split_dataset
 
     config = yaml.safe_load((ROOT / "config.yaml").read_text())
     config.update(datasets=["speech_commands"], training={"epochs": 2, "batch_size": 16})
     config["speech_commands"].update(sc_fixture.settings)
-    settings = dataset_settings(validate(config), "speech_commands")
-    assert settings["features"]["sample_rate"] == 16000
-    assert settings["training"]["noise"]["probability"] > 0
-    assert settings["training"]["class_weights"] is True
-    split_dataset("speech_commands", sc_raw, settings, tmp_path / "splits.tsv")
+    cfg = dataset_settings(validate(config), "speech_commands")
+    assert cfg["features"]["sample_rate"] == 16000
+    assert cfg["training"]["noise"]["probability"] > 0
+    assert cfg["training"]["class_weights"] is True
+    split_dataset(sc_raw, cfg, tmp_path / "splits.tsv")
     h5_path = tmp_path / "features.h5"
-    counts = compute_features("speech_commands", tmp_path / "splits.tsv", sc_raw, settings,
-                              h5_path, tmp_path / "rejected.tsv", threads=2)
+    counts = compute_features(tmp_path / "splits.tsv", sc_raw, cfg, h5_path,
+                              tmp_path / "rejected.tsv", threads=2)
     with h5py.File(h5_path, "r") as h5:
         assert h5["train/features"].shape[1:] == (40, 97)  # 16 kHz, 25 ms / 10 ms
         labels = np.asarray(h5["train/labels"])
         speakers = [s.decode() for s in h5["train/speaker"][:]]
-    silence_index = DATASET.label_names(settings).index("silence")
+    silence_index = DATASET.label_names(cfg).index("silence")
     bank_speakers = {s for s, y in zip(speakers, labels, strict=True) if y == silence_index}
     assert bank_speakers and bank_speakers <= TRAIN_NOISES
 
@@ -319,7 +475,7 @@ def test_augmentation_in_training_only(sc_fixture, sc_raw, tmp_path, monkeypatch
     monkeypatch.setattr(training.Augment, "__init__", spy_init)
     monkeypatch.setattr(training.Augment, "__call__", spy_call)
     run = tmp_path / "run"
-    training.train_model(h5_path, "cnn2d", settings, 0, run / "model.pt", run / "history.csv",
+    training.train_model(h5_path, "cnn2d", cfg, 0, run / "model.pt", run / "history.csv",
                          device="cpu", threads=2)
     assert seen["bank"] == [int((labels == silence_index).sum())]
     assert sum(seen["batches"]) == 2 * counts["train"], "only training examples are augmented"
@@ -328,7 +484,7 @@ def test_augmentation_in_training_only(sc_fixture, sc_raw, tmp_path, monkeypatch
         raise AssertionError("evaluation must not augment")
 
     monkeypatch.setattr(training.Augment, "__call__", no_augmentation)
-    model, ckpt = training.load_checkpoint(run / "model.pt")
+    model, ckpt = load_checkpoint(run / "model.pt")
     valid = load_split(h5_path, "valid")
     x = training.normalise(valid.features, ckpt["normalization"]["mean"],
                            ckpt["normalization"]["std"])
