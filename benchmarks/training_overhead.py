@@ -6,7 +6,7 @@
 Both train the same model on the same cached features for the same epochs with the same
 batch size, optimiser (Adam, StepLR), thread count and per-epoch validation; the bare loop
 has no augmentation hook, resume state, best-epoch copies or checkpoint. Runs are interleaved
-A B A B ... so that load from other processes hits both alike; the ratio of the medians
+A B B A ... so that load from other processes hits both alike; the ratio of the medians
 (project / bare) is printed per family. Without --features, FSDD features are built from
 the shared mirror into a temporary folder first.
 """
@@ -100,10 +100,12 @@ def main() -> None:
               f"{args.threads} threads, {args.rounds} rounds A/B interleaved")
         for name in args.models:
             a, b = [], []
-            for _ in range(args.rounds):
-                a.append(project(features, name, args.epochs, settings, tmp))
-                b.append(bare_loop(features, name, args.epochs, ts["batch_size"],
-                                   ts["learning_rate"]))
+            for i in range(args.rounds):  # A B, then B A, ...: neither always goes first
+                runs = [lambda: a.append(project(features, name, args.epochs, settings, tmp)),
+                        lambda: b.append(bare_loop(features, name, args.epochs,
+                                                   ts["batch_size"], ts["learning_rate"]))]
+                for run in runs if i % 2 == 0 else runs[::-1]:
+                    run()
             pa, pb = statistics.median(a), statistics.median(b)
             print(f"{name:7s} project {pa:7.2f} s  bare {pb:7.2f} s  ratio {pa / pb:.3f}"
                   f"   (runs: project {[round(x, 2) for x in a]}, "

@@ -29,7 +29,13 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from pipeline.checkpoint import CHECKPOINT_FORMAT, normalise, save_checkpoint
+from pipeline.checkpoint import (
+    CHECKPOINT_FORMAT,
+    NORMALISATION_SCOPES,
+    normalise,  # noqa: F401 - pipeline.training.normalise, as before
+    normalise_scoped,
+    save_checkpoint,
+)
 from pipeline.dicts import strict_fields
 from pipeline.features import FeatureSplit, describing_attrs, load_split, read_attrs
 from pipeline.io import write_table
@@ -73,6 +79,21 @@ class TrainSettings:
     time_shift_frames: int = 0
     noise: NoiseMix = NoiseMix()
     patience: int = 0
+    speed: tuple[float, float] = (1.0, 1.0)
+    vtlp: tuple[float, float] = (1.0, 1.0)
+    gain_db: float = 0.0
+    mixup: float = 0.0
+    normalisation: str = "train_split"
+
+    def __post_init__(self) -> None:
+        if self.normalisation not in NORMALISATION_SCOPES:
+            raise ValueError(f"training.normalisation: {self.normalisation!r} is not one of "
+                             f"{list(NORMALISATION_SCOPES)}")
+        for name in ("speed", "vtlp"):
+            lo, hi = getattr(self, name)
+            if not 0 < lo <= hi:
+                raise ValueError(f"training.{name}: [{lo}, {hi}] is not a range 0 < low <= "
+                                 "high")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainSettings:
@@ -111,20 +132,40 @@ def choose_device(request: str = "auto") -> torch.device:
 class Augment:
     """Training-only perturbations from their own seeded generator; never used on evaluation.
 
-    Noise is mixed in the power domain of the raw log-mels, log10(10**x + v * 10**n), with n
-    a training example of the noise class (e.g. Speech Commands' `silence`, cut from the
-    train-reserved background recordings); time shift and SpecAugment masks act on the
-    normalised features (a mask sets a region to the train mean, 0).
+    Every draw comes from `generator` (a CPU generator whose state the resume checkpoint
+    keeps), so a resumed run perturbs exactly as an uninterrupted one; a perturbation that
+    is off draws nothing. In order, on a raw (log-mel) batch:
+
+    - noise, mixed in the power domain, log10(10**x + v * 10**n), with n a training example
+      of the noise class (e.g. Speech Commands' `silence`, cut from the train-reserved
+      background recordings);
+    - gain: a uniform dB offset in [-gain_db, gain_db], + dB/10 in the log10 domain;
+    - speed (tempo) and VTLP: one bilinear resampling of the [rows, steps] plane, the time
+      axis stretched about its centre by a factor in `speed` (> 1: faster speech, shorter),
+      the mel axis scaled from its lowest band by a factor in `vtlp` (> 1: formants move
+      up); positions outside the clip repeat its edge (its padding or top band), so the
+      shape stays;
+
+    then normalisation (the train split's statistics, or per utterance) and, on the
+    normalised features, time shift and SpecAugment masks (a mask sets a region to the
+    mean, 0). `batch` adds mixup: convex combinations of two examples and of their one-hot
+    labels (soft targets for the loss).
     """
 
     def __init__(self, settings: TrainSettings, generator: torch.Generator,
                  mean: torch.Tensor, std: torch.Tensor,
-                 noise_bank: torch.Tensor | None = None) -> None:
+                 noise_bank: torch.Tensor | None = None, n_classes: int | None = None) -> None:
         self.spec, self.noise, self.shift = (settings.spec_augment, settings.noise,
                                              settings.time_shift_frames)
+        self.speed, self.vtlp = tuple(settings.speed), tuple(settings.vtlp)
+        self.gain_db, self.mixup = settings.gain_db, settings.mixup
+        self.scope = settings.normalisation
         self.noise_bank = noise_bank if noise_bank is not None and len(noise_bank) else None
         self.mean, self.std = mean, std
         self.generator = generator
+        self.n_classes = n_classes
+        if self.mixup > 0 and n_classes is None:
+            raise ValueError("mixup needs the number of classes (Augment(n_classes=...))")
 
     def to(self, device: torch.device) -> Augment:
         """Keep the constants beside the batches (random draws stay on the CPU generator)."""
@@ -132,6 +173,9 @@ class Augment:
         if self.noise_bank is not None:
             self.noise_bank = self.noise_bank.to(device)
         return self
+
+    def _uniform(self, n: int, lo: float, hi: float) -> torch.Tensor:
+        return lo + (hi - lo) * torch.rand(n, generator=self.generator)
 
     def _masks(self, x: torch.Tensor, n: int, width: int, axis: int) -> torch.Tensor:
         size = x.shape[axis]
@@ -161,11 +205,38 @@ class Augment:
         x[rows_dev] = mixed
         return x
 
+    def _gain(self, x: torch.Tensor) -> torch.Tensor:
+        db = self._uniform(x.shape[0], -self.gain_db, self.gain_db)
+        return x + (db / 10.0).to(x.device, x.dtype)[:, None, None]
+
+    def _warp(self, x: torch.Tensor) -> torch.Tensor:
+        """Speed (time axis, about the centre) and VTLP (mel axis, from the lowest band) by
+        per-example factors, as one bilinear resampling; the shape is kept."""
+        n = x.shape[0]
+        speed = self._uniform(n, *self.speed)
+        warp = self._uniform(n, *self.vtlp)
+        # grid coordinates in [-1, 1] (align_corners): output (u, v) reads input
+        # (u * speed, (v + 1) / warp - 1); u runs over steps (width), v over rows (height)
+        theta = torch.zeros(n, 2, 3)
+        theta[:, 0, 0] = speed
+        theta[:, 1, 1] = 1.0 / warp
+        theta[:, 1, 2] = 1.0 / warp - 1.0
+        theta = theta.to(x.device, torch.float32)
+        plane = x.float()[:, None]
+        grid = nn.functional.affine_grid(theta, list(plane.shape), align_corners=True)
+        out = nn.functional.grid_sample(plane, grid, mode="bilinear", padding_mode="border",
+                                        align_corners=True)
+        return out[:, 0].to(x.dtype)
+
     def __call__(self, raw: torch.Tensor) -> torch.Tensor:
         """A raw (log-mel) training batch -> the augmented, normalised model input."""
         if self.noise_bank is not None and self.noise.probability > 0:
             raw = self._mix_noise(raw)
-        x = normalise(raw, self.mean, self.std)
+        if self.gain_db > 0:
+            raw = self._gain(raw)
+        if self.speed != (1.0, 1.0) or self.vtlp != (1.0, 1.0):
+            raw = self._warp(raw)
+        x = normalise_scoped(raw, self.mean, self.std, self.scope)
         if self.shift:
             shifts = torch.randint(-self.shift, self.shift + 1, (x.shape[0],),
                                    generator=self.generator).to(x.device)
@@ -174,6 +245,30 @@ class Augment:
             x = x.gather(2, index[:, None, :].expand_as(x))
         x = self._masks(x, self.spec.time_masks, self.spec.time_width, axis=2)
         return self._masks(x, self.spec.freq_masks, self.spec.freq_width, axis=1)
+
+    def mix(self, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mixup: each example with a random other of the batch, x' = l x + (1 - l) x[j],
+        target l onehot(y) + (1 - l) onehot(y[j]), l ~ Beta(mixup, mixup) per example."""
+        n = x.shape[0]
+        partner = torch.randperm(n, generator=self.generator)
+        # Beta has no torch generator argument: numpy's, seeded from ours (resume-exact)
+        seed = int(torch.randint(0, 2**62, (1,), generator=self.generator))
+        lam = torch.from_numpy(np.random.default_rng(seed).beta(self.mixup, self.mixup, n))
+        lam = lam.to(x.device, torch.float32)
+        partner = partner.to(x.device)
+        onehot = nn.functional.one_hot(labels, self.n_classes).float()
+        mixed = lam[:, None, None] * x + (1 - lam[:, None, None]) * x[partner]
+        target = lam[:, None] * onehot + (1 - lam[:, None]) * onehot[partner]
+        return mixed.to(x.dtype), target
+
+    def batch(self, raw: torch.Tensor, labels: torch.Tensor
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(model input, loss target): the target is `labels` itself, or soft targets
+        [B, classes] (class probabilities, as CrossEntropyLoss accepts) under mixup."""
+        x = self(raw)
+        if self.mixup > 0:
+            return self.mix(x, labels)
+        return x, labels
 
 
 def _autocast(device: torch.device, enabled: bool):
@@ -196,12 +291,15 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
     seen = 0
     for x, y in loader:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        if prepare is not None:
-            x = prepare(x)  # on the device: augmentation must not bottleneck a GPU
+        target = y
+        if isinstance(prepare, Augment):  # on the device: must not bottleneck a GPU
+            x, target = prepare.batch(x, y)  # target: soft [B, classes] under mixup
+        elif prepare is not None:
+            x = prepare(x)
         optimizer.zero_grad(set_to_none=True)
         with _autocast(device, mixed_precision):
             logits = model(x)
-            loss = loss_fn(logits.float(), y)
+            loss = loss_fn(logits.float(), target)
         loss.backward()
         optimizer.step()
         total_loss += loss.detach().double() * len(y)
@@ -269,13 +367,16 @@ class TrainingData:
         return tuple(self.train.features.shape[1:])
 
 
-def load_training_data(features_h5: str | os.PathLike) -> TrainingData:
+def load_training_data(features_h5: str | os.PathLike,
+                       normalisation: str = "train_split") -> TrainingData:
+    """Raw training features, and validation features normalised as evaluation and predict
+    will normalise (`normalisation`: train-split statistics or per utterance)."""
     attrs = read_attrs(Path(features_h5))
     mean = torch.as_tensor(attrs["norm_mean"], dtype=torch.float32)
     std = torch.as_tensor(attrs["norm_std"], dtype=torch.float32)
     train, valid = load_split(Path(features_h5), "train"), load_split(Path(features_h5), "valid")
-    return TrainingData(train, normalise(valid.features, mean, std), valid.labels, attrs,
-                        mean, std)
+    return TrainingData(train, normalise_scoped(valid.features, mean, std, normalisation),
+                        valid.labels, attrs, mean, std)
 
 
 @dataclass
@@ -305,7 +406,7 @@ def build_trainer(data: TrainingData, model_name: str, model_params: dict[str, A
     if ts.noise.label in names:
         noise_bank = data.train.features[data.train.labels == names.index(ts.noise.label)]
     augment = Augment(ts, torch.Generator().manual_seed(seed + 1_000_003), data.mean, data.std,
-                      noise_bank).to(device)
+                      noise_bank, n_classes=len(names)).to(device)
     model = build_model(model_name, model_params, data.input_shape, len(names)).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=ts.learning_rate,
                                  weight_decay=ts.weight_decay)
@@ -318,6 +419,8 @@ def build_trainer(data: TrainingData, model_name: str, model_params: dict[str, A
     loader = DataLoader(TensorDataset(data.train.features, data.train.labels),
                         batch_size=ts.batch_size, shuffle=True, generator=loader_gen,
                         num_workers=0)
+    # with mixup's soft targets and class weights, CrossEntropyLoss takes the mean over the
+    # batch of sum_c w_c p_c (-log q_c); the weights average 1 over the train split
     return Trainer(model, optimizer, scheduler, nn.CrossEntropyLoss(weight=weights), loader,
                    augment, device)
 
@@ -385,7 +488,7 @@ def assemble_checkpoint(state: ResumeState, trainer: Trainer, data: TrainingData
         "label_names": list(data.label_names),
         "input_shape": list(data.input_shape),
         "feature_params": feature_params,
-        "normalization": {"mean": data.mean, "std": data.std},
+        "normalization": {"mean": data.mean, "std": data.std, "scope": ts.normalisation},
         "epoch": int(state.best["epoch"]),
         "epochs_trained": len(state.history),
         "stopped_early": len(state.history) < ts.epochs,
@@ -428,8 +531,13 @@ def stop_requests() -> Iterator[Callable[[], int]]:
 
 def train_model(features_h5: str | os.PathLike, model_name: str, settings: dict[str, Any],
                 seed: int, model_out: str | os.PathLike, history_out: str | os.PathLike,
-                device: str = "auto", threads: int = 1) -> dict[str, Any]:
+                device: str = "auto", threads: int = 1,
+                resume_every_s: float = 10.0) -> dict[str, Any]:
     """Train one model on one dataset with one seed; resumable after a kill or a signal.
+
+    The resume state is written after an epoch once `resume_every_s` seconds have passed
+    since the last write (every epoch for slow models; fast ones would spend more time
+    writing it than training), and always after the last epoch.
 
     After every epoch the full state goes to ``resume.pt`` beside `model_out`; a re-run with
     the same inputs continues from it and ends exactly as an uninterrupted run would.
@@ -438,7 +546,7 @@ def train_model(features_h5: str | os.PathLike, model_name: str, settings: dict[
     ts = TrainSettings.from_dict(settings["training"])
     model_params = settings["model_params"].get(model_name, {})
     make_config(model_name, model_params)  # fail early on unknown parameters
-    data = load_training_data(features_h5)
+    data = load_training_data(features_h5, ts.normalisation)
     trainer = build_trainer(data, model_name, model_params, ts, seed, choose_device(device))
     resume_path = Path(model_out).with_name("resume.pt")
     run_id = fingerprint(model_name, model_params, dataclasses.asdict(ts), seed,
@@ -453,17 +561,22 @@ def train_model(features_h5: str | os.PathLike, model_name: str, settings: dict[
     log.info("%s: %d parameters, input %s, %d classes, device %s, %d train / %d valid",
              model_name, count_parameters(trainer.model), data.input_shape,
              len(data.label_names), trainer.device, len(data.train.labels), len(data.y_valid))
+    saved, saved_at = state.epoch, time.monotonic()
     with stop_requests() as stopped:
         for epoch in range(state.epoch + 1, ts.epochs + 1):
             if plateaued(state, ts.patience):
                 break
             row = run_epoch(trainer, data, ts, epoch, stopped)
             if row is None:
-                raise Interrupted(_interrupted(stopped(), state.epoch, resume_path),
-                                  128 + stopped())
+                raise Interrupted(_interrupted(stopped(), saved, resume_path), 128 + stopped())
             record_epoch(state, trainer, row, ts.epochs)
-            state.capture(trainer.stateful(), trainer.generators())
-            state.save(resume_path)
+            if time.monotonic() - saved_at >= resume_every_s:
+                state.capture(trainer.stateful(), trainer.generators())
+                state.save(resume_path)
+                saved, saved_at = state.epoch, time.monotonic()
+    if saved != state.epoch or not resume_path.exists():
+        state.capture(trainer.stateful(), trainer.generators())
+        state.save(resume_path)
     checkpoint = assemble_checkpoint(state, trainer, data, model_name, model_params, ts, seed,
                                      settings.get("name", data.attrs.get("dataset", "")))
     save_checkpoint(model_out, checkpoint)
@@ -477,6 +590,6 @@ def _interrupted(signum: int, epoch: int, resume_path: Path) -> str:
     """The one line a stopped job leaves; its exit status is 128 + the signal, as a shell's."""
     name = signal.Signals(signum).name
     kept = (f"resume state after epoch {epoch} kept in {resume_path}" if epoch
-            else "no epoch had finished, nothing to resume")
+            else "no resume state had been written yet, nothing to resume")
     log.warning("stopped by %s: %s; run the workflow again to continue", name, kept)
     return f"training stopped by {name}: {kept}; run the workflow again to continue"

@@ -81,7 +81,7 @@ def test_resume_after_kill_gives_the_uninterrupted_result(tiny_features, tmp_pat
     out = tmp_path / "killed"
     code = ("import sys, json; from pipeline.training import train_model; "
             "train_model(sys.argv[1], 'conv1d', json.loads(sys.argv[2]), 3, sys.argv[3], "
-            "sys.argv[4])")
+            "sys.argv[4], resume_every_s=0)")
     import json
 
     proc = subprocess.Popen([sys.executable, "-c", code, str(path), json.dumps(s),
@@ -119,7 +119,7 @@ def _start_training(path, settings, out, log):
             "from pipeline.training import train_model\n"
             "with log_to(sys.argv[5], append=True):\n"
             "    train_model(sys.argv[1], 'conv1d', json.loads(sys.argv[2]), 3, sys.argv[3], "
-            "sys.argv[4])")
+            "sys.argv[4], resume_every_s=0)")
     return subprocess.Popen([sys.executable, "-c", code, str(path), json.dumps(settings),
                              str(out / "model.pt"), str(out / "history.csv"), str(log)],
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
