@@ -101,11 +101,12 @@ def main() -> None:
         for name in args.models:
             a, b = [], []
             for i in range(args.rounds):  # A B, then B A, ...: neither always goes first
-                runs = [lambda: a.append(project(features, name, args.epochs, settings, tmp)),
-                        lambda: b.append(bare_loop(features, name, args.epochs,
-                                                   ts["batch_size"], ts["learning_rate"]))]
-                for run in runs if i % 2 == 0 else runs[::-1]:
-                    run()
+                for which in ("ab" if i % 2 == 0 else "ba"):
+                    if which == "a":
+                        a.append(project(features, name, args.epochs, settings, tmp))
+                    else:
+                        b.append(bare_loop(features, name, args.epochs, ts["batch_size"],
+                                           ts["learning_rate"]))
             pa, pb = statistics.median(a), statistics.median(b)
             print(f"{name:7s} project {pa:7.2f} s  bare {pb:7.2f} s  ratio {pa / pb:.3f}"
                   f"   (runs: project {[round(x, 2) for x in a]}, "
