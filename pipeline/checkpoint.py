@@ -10,7 +10,9 @@ A checkpoint describes itself, so evaluation and `predict` need nothing but the 
     label_names     class names in label order
     input_shape     [rows, steps] of one model input (bands x frames, channels x samples, ...)
     feature_params  how the input was made (the feature cache's attributes)
-    normalization   {"mean": [rows], "std": [rows]}, over the train split
+    normalization   {"mean": [rows], "std": [rows]} over the train split, and "scope":
+                    "train_split" (those statistics; the default when absent) or "utterance"
+                    (each clip by its own per-row mean and std over time)
     epoch, epochs_trained, valid_accuracy, parameters, receptive_field, train_seconds,
     device, seed, dataset, training (the TrainSettings used)
 
@@ -38,9 +40,36 @@ class CheckpointError(ValueError):
     """A file that is not a readable checkpoint of this pipeline; the message says why."""
 
 
+#: How features are standardised (`training.normalisation`, checkpoint normalization.scope).
+NORMALISATION_SCOPES = ("train_split", "utterance")
+
+
 def normalise(features: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
     """Per-row standardisation [N, rows, steps] with the train split's statistics."""
     return (features - mean[None, :, None]) / std[None, :, None]
+
+
+def normalise_utterance(features: torch.Tensor) -> torch.Tensor:
+    """Each example [rows, steps] by its own per-row mean and std over the steps (cepstral
+    mean and variance normalisation per clip); a row's std is floored at 1 % of the clip's
+    largest, as the train-split statistics are, so flat rows are not blown up."""
+    features = features.float()
+    mean = features.mean(dim=-1, keepdim=True)
+    std = features.std(dim=-1, keepdim=True, unbiased=False)
+    floor = (0.01 * std.amax(dim=-2, keepdim=True)).clamp_min(1e-6)
+    return (features - mean) / torch.maximum(std, floor)
+
+
+def normalise_scoped(features: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
+                     scope: str = "train_split") -> torch.Tensor:
+    """Standardise raw features [N, rows, steps] as `scope` says: with the train split's
+    per-row statistics, or each clip by its own (`utterance`; mean and std unused)."""
+    if scope == "utterance":
+        return normalise_utterance(features)
+    if scope != "train_split":
+        raise ValueError(f"unknown normalisation scope {scope!r}; known: "
+                         f"{list(NORMALISATION_SCOPES)}")
+    return normalise(features, mean, std)
 
 
 def save_checkpoint(path: str | os.PathLike, checkpoint: dict[str, Any]) -> None:
@@ -155,6 +184,11 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu"
 
 
 def normalise_with(ckpt: dict[str, Any], features: torch.Tensor) -> torch.Tensor:
-    """Standardise raw features as the checkpoint's model was trained."""
+    """Standardise raw features as the checkpoint's model was trained (training, validation,
+    evaluation and predict alike): the train split's statistics, or per utterance."""
     norm = ckpt["normalization"]
-    return normalise(features, norm["mean"].float(), norm["std"].float())
+    scope = norm.get("scope", "train_split")
+    if scope not in NORMALISATION_SCOPES:
+        raise CheckpointError(f"checkpoint normalization scope {scope!r} is unknown; known: "
+                              f"{list(NORMALISATION_SCOPES)}")
+    return normalise_scoped(features, norm["mean"].float(), norm["std"].float(), scope)
