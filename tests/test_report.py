@@ -229,7 +229,7 @@ def test_accuracy_table_rows_are_text_on_the_page_that_opens(made, page):
     tables = [t for t in page.tables if t and t[0][:3] == ["dataset", "test set", "model"]]
     assert len(tables) == 1, page.tables
     header, *rows = tables[0]
-    assert header[3:6] == ["accuracy", "95 % interval", "sd over seeds"]
+    assert header[3:6] == ["accuracy", "95 % interval", "sd over seeds x folds"]
     assert len(rows) == len(csv)
     for row, want in zip(rows, csv.itertuples(index=False), strict=True):
         assert row[:4] == [want.dataset, want.test_dataset, want.model,
@@ -308,8 +308,8 @@ def test_summary_items_share_one_label_key(made):
     results, _ = json.JSONDecoder().raw_decode(page_html, start)
     summary = {Path(p).name: r for p, r in results.items()
                if p.startswith("results/summary/") and "learning_curves" not in p}
-    assert set(summary) == {"accuracy.html", "accuracy.csv", "settings.html",
-                            "accuracy_vs_parameters.png"}
+    assert set(summary) == {"accuracy.html", "accuracy.csv", "accuracy_runs.csv",
+                            "settings.html", "accuracy_vs_parameters.png"}
     assert {tuple(r["labels"]) for r in summary.values()} == {("result",)}
     assert summary["accuracy.html"]["mime_type"] == "text/html"  # shown in the report's viewer
     cross = [r for p, r in results.items() if "/cross/" in p]
