@@ -31,6 +31,16 @@ def by_speaker(clips: pd.DataFrame, valid: list[str], test: list[str]) -> pd.Ser
     return split
 
 
+def user_id(number: int) -> str:
+    """The speaker id of a numbered subject or user (HAPT, WISDM): 7 -> `user07`."""
+    return f"user{int(number):02d}"
+
+
+def by_user_numbers(clips: pd.DataFrame, valid: list[int], test: list[int]) -> pd.Series:
+    """Held-out subjects named by number (the speaker column holds `user_id`s)."""
+    return by_speaker(clips, [user_id(n) for n in valid], [user_id(n) for n in test])
+
+
 def check_no_leak(table: pd.DataFrame, column: str = "speaker") -> None:
     """Fail when one `column` value (a speaker, a clip) appears in more than one split."""
     spread = table.groupby(column)["split"].nunique()

@@ -37,6 +37,7 @@ import pandas as pd
 from pipeline import splits
 from pipeline.datasets.base import DataError
 from pipeline.download import DownloadError, RemoteFile, content_digest, fetch, safe_extract
+from pipeline.modalities.signal import cut_windows
 
 log = logging.getLogger(__name__)
 
@@ -251,7 +252,7 @@ def list_windows(root: Path, settings: dict[str, Any]) -> pd.DataFrame:
             continue
         for start in window_starts(seg.start, seg.end, window, step):
             rows.append((f"exp{seg.experiment:02d}_user{seg.user:02d}_s{start:06d}", acc,
-                         ACTIVITIES[seg.activity], f"user{seg.user:02d}", seg.experiment,
+                         ACTIVITIES[seg.activity], splits.user_id(seg.user), seg.experiment,
                          int(start), seg.segment))
     if not rows:
         raise DataError(f"hapt: no {window}-sample windows of activities {wanted} under {root}")
@@ -265,10 +266,7 @@ def list_windows(root: Path, settings: dict[str, Any]) -> pd.DataFrame:
 
 def subject_split(clips: pd.DataFrame, settings: dict[str, Any]) -> pd.Series:
     """Held-out subjects: `test_subjects`, `valid_subjects` (ids); every other one trains."""
-    def names(key: str) -> list[str]:
-        return [f"user{int(s):02d}" for s in settings[key]]
-
-    return splits.by_speaker(clips, names("valid_subjects"), names("test_subjects"))
+    return splits.by_user_numbers(clips, settings["valid_subjects"], settings["test_subjects"])
 
 
 def load_windows(root: Path, table: pd.DataFrame, settings: dict[str, Any]) -> np.ndarray:
@@ -286,8 +284,7 @@ def load_windows(root: Path, table: pd.DataFrame, settings: dict[str, Any]) -> n
         if first.min() < 0 or first.max() + window > signal.shape[1]:
             raise DataError(f"{root / path}: windows of {window} at starts {first.min()}.."
                             f"{first.max()} do not fit its {signal.shape[1]} samples")
-        index = first[:, None] + np.arange(window)  # [k, window]
-        out[rows] = signal[:, index].transpose(1, 0, 2)
+        out[rows] = cut_windows(signal, first, window)
     return out
 
 

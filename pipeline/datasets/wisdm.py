@@ -33,6 +33,7 @@ import pandas as pd
 from pipeline import splits
 from pipeline.datasets.base import DataError
 from pipeline.download import DownloadError, RemoteFile, fetch, safe_extract
+from pipeline.modalities.signal import cut_windows
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +126,7 @@ def make_windows(records: pd.DataFrame, window: int, step: int) -> pd.DataFrame:
         parts.append(pd.DataFrame({
             "clip": [f"user{user:02d}_s{s:06d}" for s in starts],
             "label": np.asarray(LABELS)[winner],
-            "speaker": f"user{user:02d}",
+            "speaker": splits.user_id(user),
             "user": user,
             "start": starts,
             "majority": share,
@@ -147,10 +148,7 @@ def list_windows(root: Path, settings: dict[str, Any]) -> pd.DataFrame:
 
 
 def user_split(clips: pd.DataFrame, settings: dict[str, Any]) -> pd.Series:
-    def names(key: str) -> list[str]:
-        return [f"user{int(u):02d}" for u in settings[key]]
-
-    return splits.by_speaker(clips, names("valid_users"), names("test_users"))
+    return splits.by_user_numbers(clips, settings["valid_users"], settings["test_users"])
 
 
 def load_windows(root: Path, table: pd.DataFrame, settings: dict[str, Any]) -> np.ndarray:
@@ -171,7 +169,7 @@ def load_windows(root: Path, table: pd.DataFrame, settings: dict[str, Any]) -> n
             raise DataError(f"{root / RAW_FILE}: user {user} has {have} records; windows of "
                             f"{window} at starts up to {first.max()} do not fit (was the "
                             "table made from another file or window?)")
-        out[rows] = signal[:, first[:, None] + np.arange(window)].transpose(1, 0, 2)
+        out[rows] = cut_windows(signal, first, window)
     return out
 
 

@@ -13,6 +13,12 @@ import pandas as pd
 from pipeline.modalities.image import ArrayFeaturizer
 
 
+def cut_windows(signal: np.ndarray, starts: np.ndarray, window: int) -> np.ndarray:
+    """Windows of a [channels, samples] recording at `starts`: [len(starts), channels,
+    window] (one fancy index, no Python loop)."""
+    return signal[:, np.asarray(starts)[:, None] + np.arange(window)].transpose(1, 0, 2)
+
+
 class Signal:
     name = "signal"
     compatible_keys = ("sample_rate", "window", "channels")
