@@ -191,4 +191,6 @@ def normalise_with(ckpt: dict[str, Any], features: torch.Tensor) -> torch.Tensor
     if scope not in NORMALISATION_SCOPES:
         raise CheckpointError(f"checkpoint normalization scope {scope!r} is unknown; known: "
                               f"{list(NORMALISATION_SCOPES)}")
-    return normalise_scoped(features, norm["mean"].float(), norm["std"].float(), scope)
+    # a checkpoint loaded onto a GPU has its statistics there; the features may not be
+    mean, std = (norm[k].float().to(features.device) for k in ("mean", "std"))
+    return normalise_scoped(features, mean, std, scope)

@@ -186,11 +186,21 @@ def fold_count(config: dict[str, Any], name: str) -> int:
     return int(base.get("folds", 0)) if base.get("split") == "speaker_folds" else 0
 
 
+def evaluation_only(config: dict[str, Any], name: str) -> bool:
+    """Whether a dataset or variant puts every clip in its test split (e.g. Speech Commands'
+    `split: test`): it only scores the models of other datasets (`cross_evaluations`)."""
+    settings = dataset_settings(config, name)
+    return DATASETS[settings["dataset"]].evaluation_only(settings)
+
+
 def run_names(config: dict[str, Any]) -> list[str]:
-    """The runs of config `datasets`: each name, or `name/fold-k` for each fold of a name
-    whose split is speaker_folds (folds run as separate jobs; tables pool them)."""
+    """The training runs of config `datasets`: each name, or `name/fold-k` for each fold of a
+    name whose split is speaker_folds (folds run as separate jobs; tables pool them).
+    Evaluation-only sets train nothing: they are built as cross_evaluations test sets."""
     out = []
     for name in config["datasets"]:
+        if evaluation_only(config, name):
+            continue
         k = fold_count(config, name)
         out += [f"{name}/fold-{i}" for i in range(k)] if k else [name]
     return out
@@ -199,12 +209,23 @@ def run_names(config: dict[str, Any]) -> list[str]:
 def raw_source(config: dict[str, Any], name: str) -> str:
     """Whose raw data a dataset or variant reads (`resources/{source}`): a variant shares its
     dataset's download unless it changes one of the dataset's `acquire_keys` (another
-    archive, checksum or synthesis setting); then it gets a folder of its own."""
+    archive, checksum or synthesis setting); then it gets a folder of its own, shared with
+    every later variant (in config order) whose acquire settings are the same."""
     name, _ = split_fold(name)
     module = module_of(config, name)
-    variant = config.get("variants", {}).get(name, {})
-    own = set(variant) & set(DATASETS[module].acquire_keys)
-    return name if own else module
+    keys = DATASETS[module].acquire_keys
+    variants = config.get("variants", {})
+    if not set(variants.get(name, {})) & set(keys):
+        return module
+
+    def acquired(other: str) -> dict[str, Any]:
+        settings = dataset_settings(config, other)
+        return {k: settings.get(k) for k in keys}
+
+    mine = acquired(name)
+    return next(other for other, spec in variants.items()
+                if spec.get("dataset") == module and set(spec) & set(keys)
+                and acquired(other) == mine)
 
 
 def raw_sources(config: dict[str, Any], acquisition: str) -> list[str]:
@@ -237,6 +258,25 @@ def check(config: dict[str, Any]) -> list[str]:
             if module_of(config, pair[side]) not in known:
                 problems.append(f"config key cross_evaluations[{i}].{side}: unknown dataset "
                                 f"{pair[side]!r}")
+    return problems or _check_evaluation_only(config)
+
+
+def _check_evaluation_only(config: dict[str, Any]) -> list[str]:
+    """An evaluation-only set cannot train a model, and one in `datasets` must be the test
+    set of a cross evaluation of this run (else it would build nothing)."""
+    problems = []
+    for i, pair in enumerate(config.get("cross_evaluations", [])):
+        if evaluation_only(config, pair["train"]):
+            problems.append(f"config key cross_evaluations[{i}].train: {pair['train']} is "
+                            f"evaluation-only (every clip in its test split): nothing trains "
+                            f"on it")
+    tested = {test for _, test in cross_pairs(config)}
+    for i, name in enumerate(config["datasets"]):
+        if evaluation_only(config, name) and name not in tested:
+            problems.append(f"config key datasets[{i}]: {name} is evaluation-only (every clip "
+                            f"in its test split), and no cross_evaluations pair of this run "
+                            f"tests on it: run it with the dataset of a pair {{train: <dataset>, "
+                            f"test: {name}}}")
     return problems
 
 
@@ -272,8 +312,12 @@ def dataset_settings(config: dict[str, Any], name: str) -> dict[str, Any]:
 def settings_for(name: str, overrides: dict[str, Any] | None = None,
                  **config: Any) -> dict[str, Any]:
     """A dataset's complete settings from defaults, for code outside the workflow (tests,
-    notebooks, benchmarks): `overrides` is the dataset's block, `config` top-level keys."""
-    full = validate({"datasets": [name], **config, **({name: overrides} if overrides else {})})
+    notebooks, benchmarks): `overrides` is the dataset's block, `config` top-level keys. The
+    name need not be runnable on its own (an evaluation-only set is not), only known."""
+    full = validate({**config, **({name: overrides} if overrides else {})})
+    if module_of(full, name) not in DATASETS:
+        raise ConfigError(f"unknown dataset {name!r}; known: {sorted(DATASETS)} and variants "
+                          f"{sorted(full['variants'])}")
     return dataset_settings(full, name)
 
 

@@ -7,6 +7,8 @@ Schema (one file per dataset; see README "Feature cache"):
     /{split}/clip, speaker, path  utf-8 strings [N]
     attrs: dataset, modality, feature_version, label_names (JSON), norm_mean/norm_std [rows]
            (train split only), and the modality's own attributes (FeatureParams for audio).
+           An evaluation-only set (every clip in test; scored with other datasets' models,
+           which bring their own normalisation) has evaluation_only = True and no norm_*.
 How a modality turns raw data into features lives in pipeline/modalities/.
 """
 
@@ -189,7 +191,9 @@ def compute_features(splits_tsv: Path, root: Path, settings: dict[str, Any], out
                                      label_index, dtype)
             log.info("%s: %s split, %d clips", name, split, writer.features.shape[0])
         _check_rejected(name, rejected, settings["on_bad_audio"])
-        h5.attrs.update({**featurize.attrs, **_norm_stats(writers["train"], name),
+        norm = ({"evaluation_only": True} if spec.evaluation_only(settings)
+                else _norm_stats(writers["train"], name))
+        h5.attrs.update({**featurize.attrs, **norm,
                          "dataset": name, "modality": spec.modality,
                          "feature_version": FEATURE_VERSION,
                          "label_names": json.dumps(label_names)})

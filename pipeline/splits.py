@@ -52,14 +52,21 @@ def check_no_leak(table: pd.DataFrame, column: str = "speaker") -> None:
         )
 
 
-def check_complete(table: pd.DataFrame) -> None:
+def check_complete(table: pd.DataFrame, evaluation_only: bool = False) -> None:
+    """Every clip once, in a known split, and no split empty; an evaluation-only table (see
+    Dataset.evaluation_only) instead has every clip in the test split."""
     if table["clip"].duplicated().any():
         dup = table.loc[table["clip"].duplicated(), "clip"].tolist()[:5]
         raise DataError(f"clips listed twice: {dup}")
     bad = set(table["split"]) - set(SPLITS)
     if bad:
         raise DataError(f"unknown split names {sorted(bad)}")
-    for name in SPLITS:
+    if evaluation_only:
+        others = table[table["split"] != "test"]
+        if len(others):
+            raise DataError(f"an evaluation-only set puts every clip in the test split, but "
+                            f"{len(others)} are in {sorted(set(others['split']))}")
+    for name in ("test",) if evaluation_only else SPLITS:
         if not (table["split"] == name).any():
             raise DataError(f"split {name!r} is empty; adjust the split settings")
 

@@ -18,7 +18,7 @@ import os
 import random
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,6 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
 
 from pipeline.checkpoint import (
     CHECKPOINT_FORMAT,
@@ -84,6 +83,7 @@ class TrainSettings:
     gain_db: float = 0.0
     mixup: float = 0.0
     normalisation: str = "train_split"
+    rotation_deg: float = 0.0
 
     def __post_init__(self) -> None:
         if self.normalisation not in NORMALISATION_SCOPES:
@@ -140,6 +140,9 @@ class Augment:
       of the noise class (e.g. Speech Commands' `silence`, cut from the train-reserved
       background recordings);
     - gain: a uniform dB offset in [-gain_db, gain_db], + dB/10 in the log10 domain;
+    - rotation (signals): the 3-axis sensor channels of a window (`acc_x/_y/_z`, ...) all
+      turned by one random rotation, about a uniformly random axis by an angle uniform in
+      [-rotation_deg, rotation_deg]: a phone worn at another angle;
     - speed (tempo) and VTLP: one bilinear resampling of the [rows, steps] plane, the time
       axis stretched about its centre by a factor in `speed` (> 1: faster speech, shorter),
       the mel axis scaled from its lowest band by a factor in `vtlp` (> 1: formants move
@@ -154,7 +157,8 @@ class Augment:
 
     def __init__(self, settings: TrainSettings, generator: torch.Generator,
                  mean: torch.Tensor, std: torch.Tensor,
-                 noise_bank: torch.Tensor | None = None, n_classes: int | None = None) -> None:
+                 noise_bank: torch.Tensor | None = None, n_classes: int | None = None,
+                 channels: list[str] | None = None) -> None:
         self.spec, self.noise, self.shift = (settings.spec_augment, settings.noise,
                                              settings.time_shift_frames)
         self.speed, self.vtlp = tuple(settings.speed), tuple(settings.vtlp)
@@ -166,6 +170,11 @@ class Augment:
         self.n_classes = n_classes
         if self.mixup > 0 and n_classes is None:
             raise ValueError("mixup needs the number of classes (Augment(n_classes=...))")
+        self.rotation_deg = settings.rotation_deg
+        self.axis_groups = axis_groups(channels or [])
+        if self.rotation_deg > 0 and not self.axis_groups:
+            raise ValueError("training.rotation_deg needs 3-axis signal channels (names ending "
+                             f"_x, _y, _z); these features have {channels}")
 
     def to(self, device: torch.device) -> Augment:
         """Keep the constants beside the batches (random draws stay on the CPU generator)."""
@@ -209,6 +218,22 @@ class Augment:
         db = self._uniform(x.shape[0], -self.gain_db, self.gain_db)
         return x + (db / 10.0).to(x.device, x.dtype)[:, None, None]
 
+    def _rotate(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        axis = torch.randn(n, 3, generator=self.generator)
+        axis = axis / axis.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        angle = self._uniform(n, -self.rotation_deg, self.rotation_deg) * (math.pi / 180.0)
+        cross = torch.zeros(n, 3, 3)  # K v = axis x v
+        cross[:, 0, 1], cross[:, 0, 2], cross[:, 1, 2] = -axis[:, 2], axis[:, 1], -axis[:, 0]
+        cross = cross - cross.transpose(1, 2)
+        sin, cos = angle.sin()[:, None, None], angle.cos()[:, None, None]
+        turn = torch.eye(3) + sin * cross + (1 - cos) * (cross @ cross)  # Rodrigues
+        turn = turn.to(x.device, x.dtype)
+        x = x.clone()
+        for group in self.axis_groups:
+            x[:, group] = turn @ x[:, group]
+        return x
+
     def _warp(self, x: torch.Tensor) -> torch.Tensor:
         """Speed (time axis, about the centre) and VTLP (mel axis, from the lowest band) by
         per-example factors, as one bilinear resampling; the shape is kept."""
@@ -234,6 +259,8 @@ class Augment:
             raw = self._mix_noise(raw)
         if self.gain_db > 0:
             raw = self._gain(raw)
+        if self.rotation_deg > 0:
+            raw = self._rotate(raw)
         if self.speed != (1.0, 1.0) or self.vtlp != (1.0, 1.0):
             raw = self._warp(raw)
         x = normalise_scoped(raw, self.mean, self.std, self.scope)
@@ -271,14 +298,50 @@ class Augment:
         return x, labels
 
 
+def axis_groups(channels: list[str]) -> list[list[int]]:
+    """Row indices of each complete x/y/z channel triple (`acc_x`, `acc_y`, `acc_z`)."""
+    rows = {name: i for i, name in enumerate(channels)}
+    stems = dict.fromkeys(name[:-2] for name in channels if name.endswith("_x"))
+    return [[rows[f"{stem}_{a}"] for a in "xyz"] for stem in stems
+            if all(f"{stem}_{a}" in rows for a in "xyz")]
+
+
 def _autocast(device: torch.device, enabled: bool):
     return torch.autocast(device.type, dtype=torch.bfloat16,
                           enabled=enabled and device.type == "cuda")
 
 
-def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
-                    loss_fn: nn.Module, device: torch.device, prepare=None,
-                    mixed_precision: bool = False,
+class Batches:
+    """Shuffled mini-batches of a split that lives on the training device.
+
+    The tensors are moved once, and each batch is gathered there by index, so a GPU never
+    waits for per-example collation or host copies. The order is exactly DataLoader's with
+    `shuffle=True, generator=generator` (the same draws from the same generator: a base
+    seed, the permutation, and the sampler's trailing empty permutation), so CPU runs, and
+    resume states written by earlier versions, are unchanged.
+    """
+
+    def __init__(self, features: torch.Tensor, labels: torch.Tensor, batch_size: int,
+                 generator: torch.Generator, device: torch.device) -> None:
+        self.features, self.labels = features.to(device), labels.to(device)
+        self.batch_size, self.generator = batch_size, generator
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.labels) / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self.labels)
+        torch.empty((), dtype=torch.int64).random_(generator=self.generator)
+        order = torch.randperm(n, generator=self.generator).to(self.features.device)
+        for start in range(0, n, self.batch_size):
+            index = order[start:start + self.batch_size]
+            yield self.features[index], self.labels[index]
+        torch.randperm(n, generator=self.generator)
+
+
+def train_one_epoch(model: nn.Module, loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
+                    optimizer: torch.optim.Optimizer, loss_fn: nn.Module,
+                    device: torch.device, prepare=None, mixed_precision: bool = False,
                     should_stop: Callable[[], bool] | None = None) -> tuple[float, float, int]:
     """One pass over `loader`; `prepare` maps a raw batch to model input (augment, normalise).
     Loss and hits are summed on the device (no host sync per step). `should_stop` is asked
@@ -363,6 +426,12 @@ class TrainingData:
         return self.attrs["label_names"]
 
     @property
+    def channels(self) -> list[str] | None:
+        """Signal channel names (None for other modalities)."""
+        names = self.attrs.get("channels")
+        return json.loads(names) if isinstance(names, str) else names
+
+    @property
     def input_shape(self) -> tuple[int, int]:
         return tuple(self.train.features.shape[1:])
 
@@ -372,6 +441,9 @@ def load_training_data(features_h5: str | os.PathLike,
     """Raw training features, and validation features normalised as evaluation and predict
     will normalise (`normalisation`: train-split statistics or per utterance)."""
     attrs = read_attrs(Path(features_h5))
+    if attrs.get("evaluation_only"):
+        raise ValueError(f"{features_h5} is an evaluation-only test set (split: test): it has "
+                         "no train split to train on; use it as a cross_evaluations test")
     mean = torch.as_tensor(attrs["norm_mean"], dtype=torch.float32)
     std = torch.as_tensor(attrs["norm_std"], dtype=torch.float32)
     train, valid = load_split(Path(features_h5), "train"), load_split(Path(features_h5), "valid")
@@ -387,7 +459,7 @@ class Trainer:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     loss_fn: nn.Module
-    loader: DataLoader
+    loader: Batches
     augment: Augment
     device: torch.device
 
@@ -406,7 +478,7 @@ def build_trainer(data: TrainingData, model_name: str, model_params: dict[str, A
     if ts.noise.label in names:
         noise_bank = data.train.features[data.train.labels == names.index(ts.noise.label)]
     augment = Augment(ts, torch.Generator().manual_seed(seed + 1_000_003), data.mean, data.std,
-                      noise_bank, n_classes=len(names)).to(device)
+                      noise_bank, n_classes=len(names), channels=data.channels).to(device)
     model = build_model(model_name, model_params, data.input_shape, len(names)).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=ts.learning_rate,
                                  weight_decay=ts.weight_decay)
@@ -416,9 +488,7 @@ def build_trainer(data: TrainingData, model_name: str, model_params: dict[str, A
     if ts.class_weights:
         counts = torch.bincount(data.train.labels, minlength=len(names)).float()
         weights = (counts.sum() / (len(names) * counts.clamp_min(1))).to(device)
-    loader = DataLoader(TensorDataset(data.train.features, data.train.labels),
-                        batch_size=ts.batch_size, shuffle=True, generator=loader_gen,
-                        num_workers=0)
+    loader = Batches(data.train.features, data.train.labels, ts.batch_size, loader_gen, device)
     # with mixup's soft targets and class weights, CrossEntropyLoss takes the mean over the
     # batch of sum_c w_c p_c (-log q_c); the weights average 1 over the train split
     return Trainer(model, optimizer, scheduler, nn.CrossEntropyLoss(weight=weights), loader,

@@ -294,3 +294,45 @@ def test_utterance_normalisation_round_trips_through_the_checkpoint(tiny_feature
     other = dict(ckpt, normalization={**ckpt["normalization"], "scope": "train_split"})
     assert not torch.allclose(normalise_with(other, test.features), normalise_with(ckpt,
                                                                                  test.features))
+
+
+# ------------------------------------------------------------------ rotation (signals)
+
+SIGNAL_CHANNELS = ["acc_x", "acc_y", "acc_z", "gyro_x", "gyro_y", "gyro_z", "pressure"]
+
+
+def _signal_augment(seed: int = 0, **training_values) -> Augment:
+    ts = TrainSettings.from_dict(training_values)
+    rows = len(SIGNAL_CHANNELS)
+    return Augment(ts, torch.Generator().manual_seed(seed), torch.zeros(rows), torch.ones(rows),
+                   n_classes=CLASSES, channels=SIGNAL_CHANNELS)
+
+
+def test_rotation_turns_each_sensor_rigidly_and_leaves_other_channels():
+    raw = torch.randn(16, len(SIGNAL_CHANNELS), 50, generator=torch.Generator().manual_seed(1))
+    out = _signal_augment(0, rotation_deg=90.0)(raw.clone())
+    assert out.shape == raw.shape and not torch.allclose(out, raw)
+    for group in (slice(0, 3), slice(3, 6)):  # lengths of every sample's vector are kept
+        torch.testing.assert_close(out[:, group].norm(dim=1), raw[:, group].norm(dim=1))
+    torch.testing.assert_close(out[:, 6], raw[:, 6])
+    # one rotation per window for both sensors: the angle between acc and gyro is kept
+    torch.testing.assert_close((out[:, 0:3] * out[:, 3:6]).sum(1),
+                               (raw[:, 0:3] * raw[:, 3:6]).sum(1), atol=1e-4, rtol=1e-4)
+    again = _signal_augment(0, rotation_deg=90.0)(raw.clone())
+    assert torch.equal(out, again)
+    assert not torch.equal(out, _signal_augment(1, rotation_deg=90.0)(raw.clone()))
+
+
+def test_rotation_stays_within_its_angle():
+    raw = torch.zeros(200, len(SIGNAL_CHANNELS), 4)
+    raw[:, 0] = 1.0  # the unit x vector
+    out = _signal_augment(0, rotation_deg=10.0)(raw)
+    cos = out[:, 0, 0]  # x component after rotation = cos of the angle moved
+    assert (cos >= np.cos(np.radians(10.0)) - 1e-6).all() and (cos < 1 - 1e-6).any()
+
+
+def test_rotation_needs_axis_channels():
+    ts = TrainSettings.from_dict({"rotation_deg": 15.0})
+    with pytest.raises(ValueError, match="rotation_deg needs 3-axis"):
+        Augment(ts, torch.Generator(), torch.zeros(ROWS), torch.ones(ROWS),
+                channels=None)

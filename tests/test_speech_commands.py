@@ -521,3 +521,222 @@ def test_workflow_end_to_end_on_the_fixture(sc_fixture, tmp_path):
     assert (results / "benchmarks" / "compute_features" / "speech_commands.tsv").is_file()
     table = splits.read_splits(results / "speech_commands" / "splits.tsv")
     splits.check_no_leak(table, "speaker")
+
+
+# -- digits: an evaluation-only test set for FSDD and tts_digits models --------------------
+
+#: A tiny v0.02 tree: digit words and two others; speaker aaaa0001 trains (by the lists),
+#: bbbb0002 is in testing_list.txt, cccc0003 in validation_list.txt. Seconds per clip.
+DIGIT_TREE = {"zero/aaaa0001_nohash_0.wav": 1.0, "zero/bbbb0002_nohash_0.wav": 0.5,
+              "one/aaaa0001_nohash_0.wav": 1.0, "nine/cccc0003_nohash_0.wav": 1.0,
+              "yes/aaaa0001_nohash_0.wav": 1.0, "bed/dddd0004_nohash_0.wav": 1.0}
+#: SOURCE.md's per-word clip counts of the sample's digits (315 clips, every one kept).
+SAMPLE_DIGITS = {"zero": 32, "one": 34, "two": 27, "three": 34, "four": 27, "five": 29,
+                 "six": 37, "seven": 25, "eight": 38, "nine": 32}
+
+
+def _digit_tree(root: Path) -> Path:
+    from conftest import write_tone
+
+    for i, (rel, seconds) in enumerate(DIGIT_TREE.items()):
+        write_tone(root / rel, 300 + 100 * i, rate=16000, seconds=seconds)
+    (root / "validation_list.txt").write_text("nine/cccc0003_nohash_0.wav\n")
+    (root / "testing_list.txt").write_text("zero/bbbb0002_nohash_0.wav\n")
+    return root
+
+
+def _sample_config(datasets: list[str] | None = None) -> dict:
+    """config.yaml, validated, with `datasets` (if given) as on the command line."""
+    import yaml
+
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    return validate({**config, **({"datasets": datasets} if datasets else {})})
+
+
+def test_digits_task_keeps_zero_to_nine_labelled_as_fsdd(tmp_path):
+    from pipeline.datasets import fsdd
+
+    root = _digit_tree(tmp_path / "speech_commands")
+    digits = settings(task="digits")
+    assert DATASET.label_names(digits) == fsdd.LABELS == \
+        get_dataset("tts_digits").label_names(settings_for("tts_digits"))
+    assert sc.resolve(settings(task="digits", version="v0.01"))["task"] == "digits"
+    # split: lists (the default): the official lists, the other words left out
+    table = _table(root, {"task": "digits"}).set_index("clip")
+    assert sorted(table.index) == sorted(r.removesuffix(".wav") for r in DIGIT_TREE
+                                         if r.split("/")[0] in sc.DIGITS)
+    assert (table["label"] == table["word"].map(
+        {"zero": "0", "one": "1", "nine": "9"})).all()
+    assert table["split"].to_dict() == {
+        "zero/aaaa0001_nohash_0": "train", "zero/bbbb0002_nohash_0": "test",
+        "one/aaaa0001_nohash_0": "train", "nine/cccc0003_nohash_0": "valid"}
+    assert not DATASET.evaluation_only(digits)
+    # split: test: the same clips, every one a test clip; an evaluation-only set
+    test_only = settings(task="digits", split="test")
+    assert DATASET.evaluation_only(test_only)
+    written = split_dataset(root, test_only, tmp_path / "splits.tsv")
+    assert sorted(written["clip"]) == sorted(table.index) and set(written["split"]) == {"test"}
+    assert (written.set_index("clip")["label"] == table["label"]).all()
+    with pytest.raises(DataError, match="split 'train' is empty"):
+        splits.check_complete(written)
+    with pytest.raises(DataError, match="every clip in the test split"):
+        splits.check_complete(written.assign(split=["train"] + ["test"] * 3), True)
+    with pytest.raises(DataError, match="unknown split"):
+        DATASET.label_names({**digits, "split": "all"})
+
+
+def test_digits_features_at_8_khz_have_fsdds_shape_and_no_train_statistics(tmp_path):
+    from pipeline.features import compute_features, load_split, read_attrs
+    from pipeline.modalities.audio import FeatureParams
+
+    root = _digit_tree(tmp_path / "speech_commands")
+    cfg = settings(task="digits", split="test", features={"sample_rate": 8000})
+    split_dataset(root, cfg, tmp_path / "splits.tsv")
+    counts = compute_features(tmp_path / "splits.tsv", root, cfg, tmp_path / "features.h5",
+                              tmp_path / "rejected.tsv")
+    assert counts == {"train": 0, "valid": 0, "test": 4}
+    attrs = read_attrs(tmp_path / "features.h5")
+    fsdd = FeatureParams.from_dict(settings_for("fsdd")["features"])
+    assert FeatureParams.from_attrs(attrs).as_attrs() == fsdd.as_attrs()
+    assert attrs["sample_rate"] == 8000
+    assert attrs["evaluation_only"] and "norm_mean" not in attrs and "norm_std" not in attrs
+    test = load_split(tmp_path / "features.h5", "test")
+    assert tuple(test.features.shape[1:]) == (fsdd.n_mels, fsdd.n_frames) == (40, 97)
+    floor = math.log10(cfg["features"]["log_offset"])
+    by_clip = dict(zip(test.clips, test.features, strict=True))
+    whole = by_clip["zero/aaaa0001_nohash_0"]  # 1 s at 16 kHz: exactly the 1-s window at 8 kHz
+    assert float(whole[:, 0].max()) > floor + 1 and float(whole[:, -1].max()) > floor + 1
+    half = by_clip["zero/bbbb0002_nohash_0"]  # 0.5 s: centred, zero-padded as FSDD's clips
+    assert float(half[:, 0].max()) == pytest.approx(floor, abs=1e-3)
+    assert float(half[:, -1].max()) == pytest.approx(floor, abs=1e-3)
+    assert float(half[:, 48].max()) > floor + 1
+
+
+def test_sc_digits_sample_variant_is_opt_in_and_shares_the_sample_download():
+    from pipeline.config import cross_pairs, evaluation_only, raw_sources, run_names
+    from pipeline.modalities.audio import FeatureParams
+
+    default = _sample_config()
+    assert run_names(default) == ["tts_digits", "mnist"]
+    assert all("sc_digits_sample" not in pair for pair in cross_pairs(default))
+    config = _sample_config(["fsdd", "tts_digits", "sc_digits_sample"])
+    assert run_names(config) == ["fsdd", "tts_digits"]  # nothing trains on it
+    assert {("fsdd", "sc_digits_sample"), ("tts_digits", "sc_digits_sample")} <= \
+        set(cross_pairs(config))
+    cfg = dataset_settings(config, "sc_digits_sample")
+    assert (cfg["dataset"], cfg["task"], cfg["split"]) == ("speech_commands", "digits", "test")
+    assert evaluation_only(config, "sc_digits_sample")
+    assert not evaluation_only(config, "speech_commands_sample")
+    for other in ("fsdd", "tts_digits"):  # the feature parameters that cross evaluation checks
+        theirs = dataset_settings(config, other)
+        assert FeatureParams.from_dict(cfg["features"]) == \
+            FeatureParams.from_dict(theirs["features"])
+        assert DATASET.label_names(cfg) == get_dataset(other).label_names(theirs)
+    # the same archive and checksum as speech_commands_sample: one download, one folder
+    assert raw_source(config, "sc_digits_sample") == "speech_commands_sample"
+    assert "sc_digits_sample" not in raw_sources(config, "download")
+    moved = _sample_config(["speech_commands_sample"])
+    moved["variants"]["sc_digits_sample"]["archive_sha256"] = {"v0.02": "0" * 64}
+    assert raw_source(moved, "sc_digits_sample") == "sc_digits_sample"
+    # evaluation-only: never a training set, and never run without a pair testing on it
+    with pytest.raises(ConfigError, match=r"datasets\[1\]: sc_digits_sample is evaluation-only"):
+        _sample_config(["mnist", "sc_digits_sample"])
+    import yaml
+
+    bad = yaml.safe_load((ROOT / "config.yaml").read_text())
+    bad.update(datasets=["fsdd", "sc_digits_sample"],
+               cross_evaluations=[{"train": "sc_digits_sample", "test": "fsdd"}])
+    with pytest.raises(ConfigError, match=r"cross_evaluations\[0\].train: sc_digits_sample"):
+        validate(bad)
+
+
+def _job_counts(output: str) -> dict[str, int]:
+    table = output[output.index("Job stats:"):].split("\n\n")[0]
+    rows = [line.split() for line in table.splitlines()[3:]]
+    return {row[0]: int(row[1]) for row in rows if len(row) == 2 and row[1].isdigit()}
+
+
+def test_workflow_builds_only_features_and_cross_scores_for_an_evaluation_only_set(tmp_path):
+    snakemake = Path(sys.executable).with_name("snakemake")
+
+    def dry_run(*config: str) -> str:
+        proc = subprocess.run(
+            [str(snakemake), "-n", "-s", str(ROOT / "Snakefile"), "--directory", str(tmp_path),
+             "--configfile", str(ROOT / "config.yaml"), "--cores", "1", "--config", *config],
+            cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        return proc.stdout + proc.stderr
+
+    default = dry_run("mirror=")
+    assert "sc_digits_sample" not in default and "speech_commands" not in default
+    assert "evaluate_cross_dataset" not in _job_counts(default)
+    out = dry_run("datasets=[tts_digits, sc_digits_sample]", "mirror=/nowhere")
+    assert _job_counts(out) == {
+        "download_dataset": 1, "synthesize_dataset": 1, "split_dataset": 2,
+        "compute_features": 2, "train_model": 3, "evaluate_model": 3,
+        "evaluate_cross_dataset": 3, "plot_learning_curves": 1, "tabulate_results": 1,
+        "all": 1, "total": 18}
+    assert "output: resources/speech_commands_sample" in out
+    assert "results/sc_digits_sample/features.h5" in out
+    for model in ("dense", "conv1d", "cnn2d"):
+        assert f"results/tts_digits/{model}/seed-0/cross/sc_digits_sample/metrics.json" in out
+        assert f"results/sc_digits_sample/{model}" not in out
+
+
+def test_real_sample_digits_score_a_model_of_fsdds_feature_shape(sample, tiny_features,
+                                                                 tmp_path):
+    """The sample's 315 digit clips (SOURCE.md) through the workflow's stages with the
+    settings of config.yaml's sc_digits_sample: every one a test clip at FSDD's 8 kHz log-mel
+    shape, and a model trained on 8-kHz digits (tiny tts_digits) scored on them."""
+    from pipeline.evaluation import check_compatible, evaluate_model
+    from pipeline.features import compute_features, read_attrs
+    from pipeline.training import train_model
+
+    _, raw, _ = sample
+    config = _sample_config(["fsdd", "sc_digits_sample"])
+    table = split_dataset(raw, stage_settings(config, "sc_digits_sample", "split"),
+                          tmp_path / "splits.tsv")
+    assert len(table) == sum(SAMPLE_DIGITS.values()) == \
+        sum(1 for w in sc.DIGITS for _ in (raw / w).glob("*.wav"))
+    assert table["word"].value_counts().to_dict() == SAMPLE_DIGITS
+    assert set(table["split"]) == {"test"}
+    assert (table["label"] == table["word"].map(lambda w: str(sc.DIGITS.index(w)))).all()
+    h5_path = tmp_path / "features.h5"
+    counts = compute_features(tmp_path / "splits.tsv", raw,
+                              stage_settings(config, "sc_digits_sample", "features"), h5_path,
+                              tmp_path / "rejected.tsv", threads=2)
+    assert counts == {"train": 0, "valid": 0, "test": 315}
+    assert pd.read_csv(tmp_path / "rejected.tsv", sep="\t").empty
+    attrs = read_attrs(h5_path)
+    assert (attrs["sample_rate"], attrs["n_samples"], attrs["n_frames"]) == (8000, 8000, 97)
+    # a model of FSDD's features (its settings' parameters and labels) can read them
+    from pipeline.modalities.audio import FeatureParams
+
+    fsdd = FeatureParams.from_dict(dataset_settings(config, "fsdd")["features"])
+    check_compatible({"label_names": attrs["label_names"],
+                      "feature_params": {**fsdd.as_attrs(), "modality": "audio"}},
+                     attrs, "sc_digits_sample")
+    # ... and one trained (tiny tts_digits at 8 kHz) is scored on every clip
+    features, tts = tiny_features
+    s = {**tts, "training": {**tts["training"], "epochs": 2}}
+    train_model(features, "dense", s, 0, tmp_path / "model.pt", tmp_path / "history.csv",
+                device="cpu")
+    metrics = evaluate_model(tmp_path / "model.pt", h5_path, tmp_path / "cross", device="cpu")
+    assert metrics["test_dataset"] == "sc_digits_sample" and metrics["dataset"] == "tts_digits"
+    assert metrics["n_test"] == 315 and 0.0 <= metrics["test_accuracy"] <= 1.0
+    assert {k: v["support"] for k, v in metrics["per_class"].items()} == {
+        str(i): SAMPLE_DIGITS[w] for i, w in enumerate(sc.DIGITS)}
+    assert sum(v["n"] for v in metrics["per_speaker"].values()) == 315
+    predictions = pd.read_csv(tmp_path / "cross" / "predictions.csv", dtype=str)
+    assert len(predictions) == 315
+    assert set(predictions["true_label"]) == set(map(str, range(10)))
+    # a 16-kHz cache of the same clips is refused, naming the parameter
+    from pipeline.io import write_table
+
+    eight = stage_settings(config, "sc_digits_sample", "features")
+    sixteen = {**eight, "features": {**eight["features"], "sample_rate": 16000}}
+    write_table(tmp_path / "subset.tsv", table.head(20))
+    compute_features(tmp_path / "subset.tsv", raw, sixteen, tmp_path / "16k.h5",
+                     tmp_path / "16k.tsv")
+    with pytest.raises(ValueError, match="sample_rate differs"):
+        evaluate_model(tmp_path / "model.pt", tmp_path / "16k.h5", tmp_path / "x", device="cpu")

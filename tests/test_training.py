@@ -229,3 +229,33 @@ def test_patience_stops_on_a_validation_plateau_and_is_recorded(tiny_features, t
     # a re-run (resume state kept) does not train on past the plateau
     again = train_model(path, "dense", s, 0, tmp_path / "model.pt", tmp_path / "h.csv")
     assert again["epochs_trained"] == len(history)
+
+
+def test_device_batches_draw_exactly_as_a_shuffled_dataloader():
+    """Batches replaced DataLoader: same batches, same generator state after each epoch, so
+    CPU results and resume states of earlier versions stay valid."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from pipeline.training import Batches
+
+    x, y = torch.randn(103, 4, 7), torch.arange(103)
+    old_gen, new_gen = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    old = DataLoader(TensorDataset(x, y), batch_size=16, shuffle=True, generator=old_gen)
+    new = Batches(x, y, 16, new_gen, torch.device("cpu"))
+    assert len(new) == len(old) == 7
+    for _ in range(3):
+        for (xa, ya), (xb, yb) in zip(old, new, strict=True):
+            assert torch.equal(xa, xb) and torch.equal(ya, yb)
+        assert torch.equal(old_gen.get_state(), new_gen.get_state())
+
+
+def test_training_on_an_evaluation_only_set_says_so(tiny_features, tmp_path):
+    import h5py
+
+    path, settings = tiny_features
+    copy_path = tmp_path / "features.h5"
+    copy_path.write_bytes(path.read_bytes())
+    with h5py.File(copy_path, "a") as f:
+        f.attrs["evaluation_only"] = True
+    with pytest.raises(ValueError, match="evaluation-only test set"):
+        train_model(copy_path, "dense", settings, 0, tmp_path / "m.pt", tmp_path / "h.csv")

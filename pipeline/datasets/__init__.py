@@ -44,7 +44,7 @@ def split_dataset(root: str | Path, settings: dict[str, Any], out: str | Path) -
     spec = get_dataset(settings["dataset"])
     clips = spec.list_clips(Path(root), settings)
     table = spec.assign_splits(clips, settings)
-    check_complete(table)
+    check_complete(table, spec.evaluation_only(settings))
     if spec.speakers_held_out(settings):
         check_no_leak(table, "speaker")
     order = {name: i for i, name in enumerate(SPLITS)}

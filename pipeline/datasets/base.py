@@ -41,6 +41,11 @@ class Dataset(Protocol):
     def speakers_held_out(self, settings: dict[str, Any]) -> bool:
         """Whether these settings promise that no speaker is in two splits (then checked)."""
 
+    def evaluation_only(self, settings: dict[str, Any]) -> bool:
+        """Whether these settings put every clip in the test split: a set that only scores
+        other datasets' models (`cross_evaluations`), is never trained on, and whose
+        feature cache has no train statistics (then checked)."""
+
 
 class ImageDataset(Dataset, Protocol):
     def load_images(self, root: Path, table: pd.DataFrame, settings: dict[str, Any]

@@ -172,5 +172,8 @@ class FSDD:
         return settings["split"] == "speaker" or (
             settings["split"] == "speaker_folds" and settings["fold_valid"] == "next_speaker")
 
+    def evaluation_only(self, settings: dict[str, Any]) -> bool:
+        return False
+
 
 DATASET = FSDD()

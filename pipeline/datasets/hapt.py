@@ -338,6 +338,9 @@ class Hapt:
     def speakers_held_out(self, settings: dict[str, Any]) -> bool:
         return True  # held-out subjects: always checked for leaks
 
+    def evaluation_only(self, settings: dict[str, Any]) -> bool:
+        return False
+
     def signal_attrs(self, settings: dict[str, Any]) -> dict[str, Any]:
         channels = list(settings["channels"])
         unknown = [c for c in channels if c not in CHANNEL_UNITS]

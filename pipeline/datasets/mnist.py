@@ -362,6 +362,9 @@ class MNIST:
     def speakers_held_out(self, settings: dict[str, Any]) -> bool:
         return False  # MNIST does not name its writers
 
+    def evaluation_only(self, settings: dict[str, Any]) -> bool:
+        return False
+
     def load_images(self, root: Path, table: pd.DataFrame, settings: dict[str, Any]
                     ) -> np.ndarray:
         """uint8 [N, 28, 28] in the row order of `table` (columns path and index)."""

@@ -4,11 +4,14 @@ v0.02: 105,829 clips of 35 words from 2,618 speakers; v0.01: 64,727 clips of 30 
 4.0. The archive holds ``<word>/<speaker>_nohash_<n>.wav``, ``_background_noise_/*.wav``,
 ``validation_list.txt`` and ``testing_list.txt`` at its top level (no enclosing folder).
 
-Tasks: ``12class`` (the lecture's: 10 commands + ``unknown`` + ``silence``), or every word of
-the version (``35class`` for v0.02, ``30class`` for v0.01). Splits are the official lists;
-``silence`` clips are 1-s windows that acquire() cuts from the background-noise recordings,
-with whole recordings reserved per split, so the speaker check also proves no noise leaks.
-See docs/speech_commands.md.
+Tasks: ``12class`` (the lecture's: 10 commands + ``unknown`` + ``silence``), every word of
+the version (``35class`` for v0.02, ``30class`` for v0.01), or ``digits`` (the words zero..nine
+only, labelled ``0``..``9`` as FSDD and tts_digits, so their models can be scored on them).
+Splits are the official lists; ``silence`` clips are 1-s windows that acquire() cuts from the
+background-noise recordings, with whole recordings reserved per split, so the speaker check
+also proves no noise leaks. ``split: test`` puts every clip in the test split instead: an
+evaluation-only set that nothing trains on, for `cross_evaluations` (docs/speech_commands.md,
+docs/speaker_independence.md).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import soundfile as sf
 
 from pipeline import splits
 from pipeline.datasets.base import DataError
+from pipeline.datasets.fsdd import LABELS as DIGIT_LABELS
 from pipeline.download import DownloadError, RemoteFile, fetch, safe_extract
 
 log = logging.getLogger(__name__)
@@ -39,6 +43,9 @@ WORDS_V1 = sorted(COMMANDS + [
     "bed", "bird", "cat", "dog", "eight", "five", "four", "happy", "house", "marvin", "nine",
     "one", "seven", "sheila", "six", "three", "tree", "two", "wow", "zero"])
 WORDS_V2 = sorted(WORDS_V1 + ["backward", "follow", "forward", "learn", "visual"])
+DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+#: Task `digits`: each digit word's label, FSDD's (and tts_digits') label names "0".."9".
+DIGIT_LABEL = dict(zip(DIGITS, DIGIT_LABELS, strict=True))
 NOISE_DIR = "_background_noise_"
 SILENCE_DIR = "_silence_"  # written by acquire(): 1-s windows of the noise recordings
 VALID_LIST, TEST_LIST = "validation_list.txt", "testing_list.txt"
@@ -64,7 +71,9 @@ VERSIONS = {
                      "743935421bb51cccdb6bdd152e04c5c70274e935c82119ad7faeec31780d811d",
                      1_488_293_908, 64_727, WORDS_V1, "30class"),
 }
-TASKS = ("12class", "35class", "30class")
+TASKS = ("12class", "35class", "30class", "digits")
+#: split settings: the official lists, or every clip in test (an evaluation-only set).
+SPLIT_SCHEMES = ("lists", "test")
 
 
 def _check_version(cfg: dict[str, Any]) -> str:
@@ -82,18 +91,31 @@ def resolve(settings: dict[str, Any]) -> dict[str, Any]:
     task, every_word = cfg["task"], VERSIONS[cfg["version"]].task
     if task not in TASKS:
         raise DataError(f"speech_commands: unknown task {task!r}; known: {list(TASKS)}")
-    if task != "12class" and task != every_word:
+    if task not in ("12class", "digits") and task != every_word:
         raise DataError(f"speech_commands: task {task} does not fit version {cfg['version']} "
                         f"(it has {len(VERSIONS[cfg['version']].words)} words: use "
-                        f"{every_word} or 12class)")
+                        f"{every_word}, 12class or digits)")
+    if cfg["split"] not in SPLIT_SCHEMES:
+        raise DataError(f"speech_commands: unknown split {cfg['split']!r}; known: "
+                        f"{list(SPLIT_SCHEMES)}")
     return cfg
 
 
 def labels_for(cfg: dict[str, Any]) -> list[str]:
     if cfg["task"] == "12class":
         return COMMANDS + [UNKNOWN, SILENCE]
+    if cfg["task"] == "digits":
+        return list(DIGIT_LABELS)
     words = VERSIONS[cfg["version"]].words
     return COMMANDS + [w for w in words if w not in COMMANDS]
+
+
+def label_of(word: str, task: str) -> str | None:
+    """A word's label in a task; None where the task leaves the word out (digits: every word
+    but zero..nine)."""
+    if task == "digits":
+        return DIGIT_LABEL.get(word)
+    return word if task != "12class" or word in COMMANDS else UNKNOWN
 
 
 def parse_name(file_name: str) -> dict[str, Any]:
@@ -289,8 +311,9 @@ class SpeechCommands:
                  windows)
 
     def list_clips(self, root: Path, settings: dict[str, Any]) -> pd.DataFrame:
-        """Every word clip (label by task) with the official list it is in; in 12class also
-        every silence window. Extra columns: word, utterance, list_split."""
+        """Every word clip of the task (label by task; digits: zero..nine only) with the
+        official list it is in; in 12class also every silence window. Extra columns: word,
+        utterance, list_split."""
         cfg = resolve(settings)
         root = Path(root)
         words = VERSIONS[cfg["version"]].words
@@ -306,17 +329,20 @@ class SpeechCommands:
             if word not in words:
                 raise DataError(f"speech_commands: word folder {word!r} is not a "
                                 f"{cfg['version']} word; set `version` to the data's version")
-            label = word if cfg["task"] != "12class" or word in COMMANDS else UNKNOWN
+            label = label_of(word, cfg["task"])
             for path in sorted(word_dir.glob("*.wav")):
                 rel = f"{word}/{path.name}"
-                rows.append({"clip": rel.removesuffix(".wav"), "path": rel, "label": label,
-                             **parse_name(path.name), "word": word,
-                             "list_split": official.pop(rel, "train")})
+                list_split = official.pop(rel, "train")  # every list entry must exist
+                if label is not None:
+                    rows.append({"clip": rel.removesuffix(".wav"), "path": rel, "label": label,
+                                 **parse_name(path.name), "word": word,
+                                 "list_split": list_split})
         if official:
             raise DataError(f"speech_commands: {len(official)} clips in the lists are missing "
                             f"under {root}, e.g. {sorted(official)[:3]}")
         if not rows:
-            raise DataError(f"speech_commands: no <word>/*.wav under {root}")
+            raise DataError(f"speech_commands: no <word>/*.wav of task {cfg['task']} under "
+                            f"{root}")
         if cfg["task"] == "12class":
             windows = sorted((root / SILENCE_DIR).glob("*.wav"))
             if not windows:
@@ -338,8 +364,14 @@ class SpeechCommands:
 
     def assign_splits(self, clips: pd.DataFrame, settings: dict[str, Any]) -> pd.DataFrame:
         """Official lists for words, reserved recordings for silence; speakers (and noise
-        recordings) checked not to cross splits; in 12class, unknown and silence drawn."""
+        recordings) checked not to cross splits; in 12class, unknown and silence drawn.
+        `split: test`: every clip is test (an evaluation-only set; the lists are not used)."""
         cfg = resolve(settings)
+        if cfg["split"] == "test":
+            table = clips.assign(split="test").drop(columns="list_split")
+            if cfg["task"] == "12class":
+                table = draw_shares(table, cfg)
+            return table.reset_index(drop=True)
         split = clips["list_split"].copy()
         silence = clips["label"] == SILENCE
         if silence.any():
@@ -364,6 +396,9 @@ class SpeechCommands:
 
     def speakers_held_out(self, settings: dict[str, Any]) -> bool:
         return True  # checked in assign_splits with a message that names the lists
+
+    def evaluation_only(self, settings: dict[str, Any]) -> bool:
+        return settings["split"] == "test"
 
 
 DATASET = SpeechCommands()

@@ -125,5 +125,8 @@ class TtsDigits:
     def speakers_held_out(self, settings: dict[str, Any]) -> bool:
         return True  # voices are always held out whole
 
+    def evaluation_only(self, settings: dict[str, Any]) -> bool:
+        return False
+
 
 DATASET = TtsDigits()

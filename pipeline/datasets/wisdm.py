@@ -217,6 +217,9 @@ class Wisdm:
     def speakers_held_out(self, settings: dict[str, Any]) -> bool:
         return True  # held-out users: always checked for leaks
 
+    def evaluation_only(self, settings: dict[str, Any]) -> bool:
+        return False
+
     def signal_attrs(self, settings: dict[str, Any]) -> dict[str, Any]:
         return {"sample_rate": SAMPLE_RATE, "window": int(settings["window"]),
                 "step": int(settings["step"]), "channels": CHANNELS,

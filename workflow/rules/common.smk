@@ -10,6 +10,7 @@ from pipeline.config import (
 )
 
 DATASETS = run_names(config)  # a speaker_folds variant runs once per fold: name/fold-k
+# (evaluation-only sets, e.g. sc_digits_sample, train nothing: CROSS pulls in their features)
 MODELS = config["models"]
 SEEDS = config["seeds"]
 CROSS = cross_pairs(config)
