@@ -180,9 +180,19 @@ def module_of(config: dict[str, Any], name: str) -> str:
     return name
 
 
+def is_composite(config: dict[str, Any], name: str) -> bool:
+    """Whether a name is a composite dataset (or a variant or fold of one): several
+    `sources`, each with its own raw folder (e.g. spoken_digits)."""
+    module = module_of(config, name)
+    return module in DATASETS and DATASETS[module].acquisition == "composite"
+
+
 def fold_count(config: dict[str, Any], name: str) -> int:
-    """How many fold runs a dataset or variant has (0: it is one run)."""
+    """How many fold runs a dataset or variant has (0: it is one run). A composite has the
+    folds of its speaker_folds source (at most one; `check` says so)."""
     base = dataset_settings(config, name)
+    if is_composite(config, name):
+        return max([fold_count(config, s) for s in base["source_settings"]], default=0)
     return int(base.get("folds", 0)) if base.get("split") == "speaker_folds" else 0
 
 
@@ -228,6 +238,31 @@ def raw_source(config: dict[str, Any], name: str) -> str:
                 and acquired(other) == mine)
 
 
+#: The named input of the split and feature rules that holds a dataset's raw folder; a
+#: composite has one per source, `raw_<source>` (see raw_inputs and raw_root).
+RAW = "raw"
+
+
+def raw_inputs(config: dict[str, Any], name: str) -> dict[str, str]:
+    """The raw folders a dataset or variant reads, as named rule inputs: {"raw":
+    "resources/<raw_source>"}, or for a composite one per source, {"raw_<source>": ...};
+    so the workflow makes (downloads, synthesizes) every one of them first."""
+    if is_composite(config, name):
+        sources = dataset_settings(config, name)["sources"]
+        return {f"{RAW}_{s}": f"resources/{raw_source(config, s)}" for s in sources}
+    return {RAW: f"resources/{raw_source(config, name)}"}
+
+
+def raw_root(inputs: Any) -> str | dict[str, str]:
+    """What the data stages take as `root`, from a job's named inputs (those of raw_inputs,
+    among others): the raw folder, or {source: folder} for a composite."""
+    named = dict(inputs.items())
+    if RAW in named:
+        return str(named[RAW])
+    return {k.removeprefix(f"{RAW}_"): str(v) for k, v in named.items()
+            if k.startswith(f"{RAW}_")}
+
+
 def raw_sources(config: dict[str, Any], acquisition: str) -> list[str]:
     """Every raw folder name that the rule for `acquisition` may have to make."""
     names = [n for n, d in DATASETS.items() if d.acquisition == acquisition]
@@ -248,7 +283,16 @@ def check(config: dict[str, Any]) -> list[str]:
             problems.append(f"config key variants.{name}.dataset: unknown dataset "
                             f"{variant['dataset']!r}; known: {known}")
         else:
-            problems += _check_variant_keys(name, variant)
+            mine = _check_variant_keys(name, variant)
+            problems += mine or (_check_composite(config, name)
+                                 if is_composite(config, name) else [])
+    # a composite's own block is checked where it runs: its default sources name fsdd,
+    # which a config may run in folds
+    used = set(config["datasets"]) | {p[side] for p in config.get("cross_evaluations", [])
+                                      for side in ("train", "test")}
+    for name in known:
+        if name in used and is_composite(config, name):
+            problems += _check_composite(config, name)
     for i, name in enumerate(config["datasets"]):
         if module_of(config, name) not in known:
             problems.append(f"config key datasets[{i}]: unknown dataset {name!r}; known: "
@@ -280,6 +324,42 @@ def _check_evaluation_only(config: dict[str, Any]) -> list[str]:
     return problems
 
 
+def _check_composite(config: dict[str, Any], name: str) -> list[str]:
+    """A composite's sources: known, not composite, trainable, with the composite's labels;
+    its test sources among them; at most one speaker_folds source, and a test source."""
+    key = f"variants.{name}" if name in config.get("variants", {}) else name
+    settings = dataset_settings(config, name)
+    sources, problems = settings["sources"], []
+    for i, source in enumerate(sources):
+        where = f"config key {key}.sources[{i}]"
+        module = module_of(config, source)
+        if split_fold(source)[1] is not None or module not in DATASETS:
+            problems.append(f"{where}: unknown dataset {source!r}")
+        elif DATASETS[module].acquisition == "composite":
+            problems.append(f"{where}: {source} is itself a composite dataset")
+        elif evaluation_only(config, source):
+            problems.append(f"{where}: {source} is evaluation-only (every clip in its test "
+                            f"split): nothing trains on it")
+        else:
+            labels = DATASETS[module].label_names(dataset_settings(config, source))
+            mine = DATASETS[settings["dataset"]].label_names(settings)
+            if labels != mine:
+                problems.append(f"{where}: {source} has labels {labels}, not {mine}")
+    if problems:
+        return problems
+    for i, source in enumerate(settings["test_sources"]):
+        if source not in sources:
+            problems.append(f"config key {key}.test_sources[{i}]: {source} is not in sources")
+    folded = [s for s in sources if fold_count(config, s)]
+    if len(folded) > 1:
+        problems.append(f"config key {key}.sources: {folded} each run in folds; at most one "
+                        f"source may")
+    elif folded and folded[0] not in settings["test_sources"]:
+        problems.append(f"config key {key}.test_sources: {folded[0]} runs in folds (its "
+                        f"test speakers per fold), so it must be a test source")
+    return problems
+
+
 def _check_variant_keys(name: str, variant: dict[str, Any]) -> list[str]:
     """A variant's keys are its dataset's keys: validate them against that block."""
     block = _without_defaults(copy.deepcopy(_schema(SCHEMA)["properties"][variant["dataset"]]))
@@ -306,7 +386,26 @@ def dataset_settings(config: dict[str, Any], name: str) -> dict[str, Any]:
         glob, mine = config.get(key), own.get(key)
         settings[key] = deep_merge(glob, mine) if isinstance(glob, dict) else (
             glob if mine is None else mine)
+    if module in DATASETS and DATASETS[module].acquisition == "composite":
+        settings["source_settings"] = _source_settings(config, settings["sources"], fold)
     return settings
+
+
+def _source_settings(config: dict[str, Any], sources: list[str], fold: int | None
+                     ) -> dict[str, dict[str, Any]]:
+    """The data settings of a composite's sources (its split and feature stages read them),
+    each source's fold `fold` where the source runs in folds. Sources that are not
+    datasets, or are composites, are left out here and reported by `check`."""
+    out = {}
+    for source in sources:
+        module = module_of(config, source)
+        if (split_fold(source)[1] is not None or module not in DATASETS
+                or DATASETS[module].acquisition == "composite"):
+            continue
+        named = f"{source}/fold-{fold}" if fold is not None and fold_count(
+            config, source) else source
+        out[source] = stage_settings(config, named, "split")
+    return out
 
 
 def settings_for(name: str, overrides: dict[str, Any] | None = None,

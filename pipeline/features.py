@@ -30,7 +30,7 @@ import pandas as pd
 import torch
 
 from pipeline.datasets import get_dataset
-from pipeline.io import atomic_path, write_table
+from pipeline.io import Root, as_root, atomic_path, write_table
 from pipeline.modalities import get_modality
 from pipeline.splits import SPLITS, read_splits
 
@@ -171,16 +171,17 @@ def _norm_stats(train: _SplitWriter, name: str) -> dict[str, Any]:
                          "steps; std floored at 1% of the largest"}
 
 
-def compute_features(splits_tsv: Path, root: Path, settings: dict[str, Any], out: Path,
+def compute_features(splits_tsv: Path, root: Root, settings: dict[str, Any], out: Path,
                      rejected_tsv: Path, threads: int = 1) -> dict[str, int]:
-    """Turn every clip of `splits_tsv` into features in `out` (HDF5, written atomically)."""
+    """Turn every clip of `splits_tsv` into features in `out` (HDF5, written atomically).
+    `root` is the raw folder, or {source: folder} for a composite dataset."""
     name, spec = settings["name"], get_dataset(settings["dataset"])
     torch.set_num_threads(max(1, threads))
     started = time.perf_counter()
     table = read_splits(Path(splits_tsv))
     label_names = spec.label_names(settings)
     label_index = _label_index(table, label_names, name)
-    featurize = get_modality(spec.modality).featurizer(spec, Path(root), table, settings,
+    featurize = get_modality(spec.modality).featurizer(spec, as_root(root), table, settings,
                                                        threads)
     dtype = settings["features"].get("dtype", "float32")
     rejected: list[dict[str, str]] = []

@@ -1,4 +1,4 @@
-"""Atomic file output: a reader never sees a half-written artifact."""
+"""Atomic file output (a reader never sees a half-written artifact), and raw-data roots."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -56,3 +56,28 @@ def write_table(path: str | os.PathLike, frame, **kwargs) -> None:
     sep = "\t" if path.suffix == ".tsv" else ","
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, sep=sep, index=False, **kwargs)
+
+
+#: Where a dataset's raw data lies: one folder, or for a composite dataset (e.g.
+#: spoken_digits) one folder per source, by source name.
+Root = Path | Mapping[str, Path]
+
+
+def as_root(root: str | os.PathLike | Mapping[str, str | os.PathLike]) -> Root:
+    """A raw-data root as the stages take it: a Path, or {source: Path}."""
+    if isinstance(root, Mapping):
+        return {name: Path(folder) for name, folder in root.items()}
+    return Path(root)
+
+
+def clip_file(root: Root, path: str) -> str:
+    """The file of a clip table's `path`: relative to `root`, or for a composite root
+    relative to the folder of the source that its first component names
+    (``fsdd/recordings/0_george_0.wav`` -> ``{root['fsdd']}/recordings/0_george_0.wav``)."""
+    if isinstance(root, Mapping):
+        source, _, rest = path.partition("/")
+        if source not in root:
+            raise KeyError(f"clip path {path!r} names source {source!r}, which has no raw "
+                           f"folder here (sources: {sorted(root)})")
+        return os.path.join(root[source], rest)
+    return os.path.join(root, path)

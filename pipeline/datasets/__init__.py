@@ -10,9 +10,17 @@ from typing import Any
 
 import pandas as pd
 
-from pipeline.datasets import fsdd, hapt, mnist, speech_commands, tts_digits, wisdm
+from pipeline.datasets import (
+    fsdd,
+    hapt,
+    mnist,
+    speech_commands,
+    spoken_digits,
+    tts_digits,
+    wisdm,
+)
 from pipeline.datasets.base import Dataset
-from pipeline.io import atomic_dir, write_table
+from pipeline.io import Root, as_root, atomic_dir, write_table
 from pipeline.splits import SPLITS, check_complete, check_no_leak
 
 REGISTRY: dict[str, Dataset] = {
@@ -20,6 +28,7 @@ REGISTRY: dict[str, Dataset] = {
     "hapt": hapt.DATASET,
     "mnist": mnist.DATASET,
     "speech_commands": speech_commands.DATASET,
+    "spoken_digits": spoken_digits.DATASET,
     "tts_digits": tts_digits.DATASET,
     "wisdm": wisdm.DATASET,
 }
@@ -39,10 +48,12 @@ def acquire_dataset(dest: str | Path, settings: dict[str, Any], mirror: str | No
         spec.acquire(tmp, settings, mirror or None, workers=workers)
 
 
-def split_dataset(root: str | Path, settings: dict[str, Any], out: str | Path) -> pd.DataFrame:
-    """List the dataset's clips, assign splits, check them, and write ``splits.tsv``."""
+def split_dataset(root: str | Path | Root, settings: dict[str, Any], out: str | Path
+                  ) -> pd.DataFrame:
+    """List the dataset's clips, assign splits, check them, and write ``splits.tsv``.
+    `root` is the raw folder, or {source: folder} for a composite dataset."""
     spec = get_dataset(settings["dataset"])
-    clips = spec.list_clips(Path(root), settings)
+    clips = spec.list_clips(as_root(root), settings)
     table = spec.assign_splits(clips, settings)
     check_complete(table, spec.evaluation_only(settings))
     if spec.speakers_held_out(settings):

@@ -22,7 +22,9 @@ class Dataset(Protocol):
 
     name: str
     modality: Literal["audio", "image", "signal"]  # a key of pipeline.modalities.REGISTRY
-    acquisition: Literal["download", "synthesize"]  # rule download_dataset / synthesize_...
+    # rule download_dataset / synthesize_dataset; "composite": nothing of its own to acquire,
+    # it reads the raw folders of its sources (settings `sources`; see spoken_digits.py)
+    acquisition: Literal["download", "synthesize", "composite"]
     acquire_keys: tuple[str, ...]  # settings that change the raw data (re-acquire on change)
 
     def acquire(self, dest: Path, settings: dict[str, Any], mirror: str | None,
@@ -30,7 +32,9 @@ class Dataset(Protocol):
         """Fill the empty folder `dest` with verified raw data."""
 
     def list_clips(self, root: Path, settings: dict[str, Any]) -> pd.DataFrame:
-        """One row per clip: CLIP_COLUMNS (+ extras); `path` is relative to `root`."""
+        """One row per clip: CLIP_COLUMNS (+ extras); `path` is relative to `root`. (A
+        composite gets {source: folder} as `root`, and paths `{source}/...`: see
+        pipeline.io.clip_file.)"""
 
     def label_names(self, settings: dict[str, Any]) -> list[str]:
         """Class names in the order of integer labels."""

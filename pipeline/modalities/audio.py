@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 import wave as wavfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
@@ -18,6 +17,7 @@ import torch
 import torchaudio
 
 from pipeline.dicts import strict_fields
+from pipeline.io import Root, clip_file
 
 
 @dataclass(frozen=True)
@@ -275,15 +275,15 @@ class AudioFeaturizer:
     pipeline.features._featurized), so one batch is read while another's log-mels are
     computed in torch, which does not hold the GIL."""
 
-    def __init__(self, root: Path, settings: dict[str, Any], threads: int) -> None:
-        self.root, self.threads = str(root), threads
+    def __init__(self, root: Root, settings: dict[str, Any], threads: int) -> None:
+        self.root, self.threads = root, threads
         self.params = FeatureParams.from_dict(settings["features"])
         self.logmel = LogMel(self.params)
         self.shape = (self.params.n_mels, self.params.n_frames)
         self.attrs = self.params.as_attrs()
 
     def __call__(self, rows: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
-        paths = [os.path.join(self.root, p) for p in rows["path"]]
+        paths = [clip_file(self.root, p) for p in rows["path"]]
         waves, reasons, spans = read_batch(paths, self.params)
         if any(reasons):
             keep = np.array([not r for r in reasons], dtype=bool)
@@ -300,7 +300,7 @@ class Audio:
     #: Attributes that must agree for a model to read another dataset's features.
     compatible_keys = tuple(f.name for f in fields(FeatureParams) if f.name != "dtype")
 
-    def featurizer(self, spec, root: Path, table: pd.DataFrame, settings: dict[str, Any],
+    def featurizer(self, spec, root: Root, table: pd.DataFrame, settings: dict[str, Any],
                    threads: int = 1) -> AudioFeaturizer:
         return AudioFeaturizer(root, settings, threads)
 

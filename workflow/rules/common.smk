@@ -3,7 +3,7 @@
 from pipeline.config import (
     cross_pairs,
     dataset_settings,
-    raw_source,
+    raw_inputs,
     raw_sources,
     run_names,
     stage_settings,
@@ -30,7 +30,8 @@ def settings_of(wildcards):
 
 
 def raw_data(wildcards):
-    return f"resources/{raw_source(config, wildcards.dataset)}"
+    # {"raw": resources/<folder>}, or a composite's {"raw_<source>": ...} (use with unpack)
+    return raw_inputs(config, wildcards.dataset)
 
 
 def all_targets():

@@ -36,7 +36,7 @@ rule synthesize_dataset:
 
 rule split_dataset:
     input:
-        raw=raw_data,
+        unpack(raw_data),
     output:
         splits="results/{dataset}/splits.tsv",
     log:

@@ -3,8 +3,8 @@
 
 rule compute_features:
     input:
+        unpack(raw_data),
         splits="results/{dataset}/splits.tsv",
-        raw=raw_data,
     output:
         features="results/{dataset}/features.h5",
         rejected="results/{dataset}/rejected.tsv",
