@@ -61,6 +61,19 @@ class NoiseMix:
     label: str = "silence"
 
 
+#: how the best epoch is chosen: by validation accuracy alone (the first epoch to reach the
+#: highest), or, among epochs of equal accuracy, by lower validation loss (a validation set
+#: that saturates, e.g. at 1.0, then still tells later, better-fitted epochs apart)
+SELECTIONS = ("accuracy", "accuracy_then_loss")
+
+
+def better_epoch(row: dict[str, float], best: dict[str, Any], selection: str) -> bool:
+    """Does this epoch's validation beat the best so far?"""
+    if row["valid_accuracy"] != best["valid_accuracy"] or selection == "accuracy":
+        return row["valid_accuracy"] > best["valid_accuracy"]
+    return row["valid_loss"] < best.get("valid_loss", math.inf)
+
+
 @dataclass(frozen=True)
 class TrainSettings:
     """Optimisation settings; the defaults are the lecture's MATLAB options and the single
@@ -84,11 +97,15 @@ class TrainSettings:
     mixup: float = 0.0
     normalisation: str = "train_split"
     rotation_deg: float = 0.0
+    selection: str = "accuracy"
 
     def __post_init__(self) -> None:
         if self.normalisation not in NORMALISATION_SCOPES:
             raise ValueError(f"training.normalisation: {self.normalisation!r} is not one of "
                              f"{list(NORMALISATION_SCOPES)}")
+        if self.selection not in SELECTIONS:
+            raise ValueError(f"training.selection: {self.selection!r} is not one of "
+                             f"{list(SELECTIONS)}")
         for name in ("speed", "vtlp"):
             lo, hi = getattr(self, name)
             if not 0 < lo <= hi:
@@ -515,11 +532,12 @@ def run_epoch(trainer: Trainer, data: TrainingData, ts: TrainSettings, epoch: in
 
 
 def record_epoch(state: ResumeState, trainer: Trainer, row: dict[str, float],
-                 epochs: int) -> None:
+                 epochs: int, selection: str = "accuracy") -> None:
     state.epoch = int(row["epoch"])
     state.history.append(row)
-    if row["valid_accuracy"] > state.best["valid_accuracy"]:
+    if better_epoch(row, state.best, selection):
         state.best = {"valid_accuracy": row["valid_accuracy"], "epoch": state.epoch,
+                      "valid_loss": row["valid_loss"],
                       "state_dict": {k: v.detach().cpu().clone()
                                      for k, v in trainer.model.state_dict().items()},
                       "optimizer": copy.deepcopy(trainer.optimizer.state_dict())}
@@ -533,7 +551,7 @@ def record_epoch(state: ResumeState, trainer: Trainer, row: dict[str, float],
 
 def plateaued(state: ResumeState, patience: int) -> bool:
     """Early stopping on validation alone: `patience` epochs without a better validation
-    accuracy than the best so far (0: never; the lecture's fixed schedule)."""
+    epoch than the best so far (by `selection`; 0: never; the lecture's fixed schedule)."""
     if not patience or not state.history:
         return False
     stale = state.epoch - int(state.best["epoch"])
@@ -639,7 +657,7 @@ def train_model(features_h5: str | os.PathLike, model_name: str, settings: dict[
             row = run_epoch(trainer, data, ts, epoch, stopped)
             if row is None:
                 raise Interrupted(_interrupted(stopped(), saved, resume_path), 128 + stopped())
-            record_epoch(state, trainer, row, ts.epochs)
+            record_epoch(state, trainer, row, ts.epochs, ts.selection)
             if time.monotonic() - saved_at >= resume_every_s:
                 state.capture(trainer.stateful(), trainer.generators())
                 state.save(resume_path)

@@ -259,3 +259,43 @@ def test_training_on_an_evaluation_only_set_says_so(tiny_features, tmp_path):
         f.attrs["evaluation_only"] = True
     with pytest.raises(ValueError, match="evaluation-only test set"):
         train_model(copy_path, "dense", settings, 0, tmp_path / "m.pt", tmp_path / "h.csv")
+
+
+def test_selection_by_loss_among_equal_accuracies():
+    """accuracy_then_loss keeps the epoch of lowest validation loss among those of the
+    highest accuracy, and early stopping counts from it; accuracy keeps the first."""
+    from types import SimpleNamespace
+
+    from pipeline.resume import ResumeState
+    from pipeline.training import plateaued, record_epoch
+
+    model = torch.nn.Linear(2, 2)
+    trainer = SimpleNamespace(model=model, optimizer=torch.optim.Adam(model.parameters()))
+    rows = [(0.90, 0.50), (1.00, 0.30), (1.00, 0.20), (1.00, 0.25), (1.00, 0.10), (1.00, 0.15)]
+    best, stopped_after = {}, {}
+    for selection in ("accuracy", "accuracy_then_loss"):
+        state = ResumeState("run")
+        for epoch, (acc, loss) in enumerate(rows, start=1):
+            if plateaued(state, patience=2):
+                break
+            record_epoch(state, trainer, {"epoch": epoch, "valid_accuracy": acc,
+                                          "valid_loss": loss, "train_loss": 0.0,
+                                          "train_accuracy": 0.0, "learning_rate": 1e-3,
+                                          "seconds": 1.0, "samples_per_second": 1.0},
+                         len(rows), selection)
+        best[selection], stopped_after[selection] = state.best["epoch"], state.epoch
+    assert best == {"accuracy": 2, "accuracy_then_loss": 5}
+    assert stopped_after == {"accuracy": 4, "accuracy_then_loss": 6}
+
+
+def test_better_epoch_rules():
+    from pipeline.training import better_epoch
+
+    best = {"valid_accuracy": 0.9, "valid_loss": 0.30}
+    tie_lower_loss = {"valid_accuracy": 0.9, "valid_loss": 0.20}
+    assert not better_epoch(tie_lower_loss, best, "accuracy")
+    assert better_epoch(tie_lower_loss, best, "accuracy_then_loss")
+    worse_acc = {"valid_accuracy": 0.8, "valid_loss": 0.01}
+    assert not better_epoch(worse_acc, best, "accuracy_then_loss")
+    with pytest.raises(ValueError, match="selection"):
+        TrainSettings.from_dict({"selection": "loss"})
