@@ -39,7 +39,7 @@ CONFIG = [
     f"models=[{', '.join(MODELS)}]",
     "seeds=[0]",
     "tts_digits={accents: [en-us, en], variants: [m1, f1, m3], repetitions: 2, "
-    "valid_fraction: 0.2, test_fraction: 0.2}",
+    "valid_fraction: 0.2, test_fraction: 0.2, training: {epochs: 3}}",  # wins over the global
     "training={epochs: 3, batch_size: 32}",
 ]
 LOCAL_RULES = {"all", "download_dataset"}  # the target rule, and `localrule: True`

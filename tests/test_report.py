@@ -30,7 +30,7 @@ CONFIG = [
     "datasets=[tts_digits, tts_stats]",
     "models=[cnn2d, dense]",
     "tts_digits={" + ", ".join(f"{k}: {v}".replace("'", "") for k, v in TINY_TTS.items())
-    + ", training: {batch_size: 16}}",
+    + ", training: {batch_size: 16, epochs: 2}}",
     "variants={tts_stats: {dataset: tts_digits, model_params: {dense: {input: stats}}}}",
     "cross_evaluations=[{train: tts_digits, test: tts_stats}]",
     "training={epochs: 2, batch_size: 32}",
@@ -251,7 +251,7 @@ def test_overview_shows_the_settings_each_dataset_used(page):
     for used in by_dataset.values():
         # tts_digits' own batch size (the variant inherits it), not the global 32
         assert "batch_size 16" in used["training"] and "batch_size 32" not in used["training"]
-        assert "epochs 2" in used["training"]  # the --config value, not config.yaml's 25
+        assert "epochs 2" in used["training"]  # the --config value, not config.yaml's 15
         assert "sample_rate 8000" in used["features"] and "n_mels 40" in used["features"]
         assert used["models"].index("dense:") < used["models"].index("cnn2d:")
     assert "input flatten" in by_dataset["tts_digits"]["models"]

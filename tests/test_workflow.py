@@ -15,7 +15,9 @@ from conftest import ROOT, TINY_TTS
 
 TINY = [
     "datasets=[tts_digits]",
-    "tts_digits={" + ", ".join(f"{k}: {v}".replace("'", "") for k, v in TINY_TTS.items()) + "}",
+    # tts_digits' own training block (config.yaml: 15 epochs) wins over the global one
+    "tts_digits={" + ", ".join(f"{k}: {v}".replace("'", "") for k, v in TINY_TTS.items())
+    + ", training: {epochs: 2}}",
     "training={epochs: 2, batch_size: 32}",
 ]
 
