@@ -1,11 +1,13 @@
 """The device check: CUDA training with bf16 autocast on and off, throughput, GPU use, accuracy.
 
     PYTHONPATH=. python benchmarks/gpu_check.py --mirror ../shared/datasets \
-        --work /tmp/gpu_check --out results/benchmarks/gpu_check [--epochs 15]
+        --work /tmp/gpu_check --out results/benchmarks/gpu_check [--epochs 15] \
+        [--runs fsdd:cnn2d:60 mnist_full:cnn2d:10] [--modes graphs:fp32 eager:fp32]
 
-Builds FSDD and HAPT features from the mirror with the pipeline's own stage functions (as
-the workflow's rules call them), then trains each (dataset, model) pair with the config's
-settings for `--epochs` epochs, once in float32 and once under bf16 autocast, and scores the
+Builds the features (FSDD, HAPT, MNIST, ... from the mirror) with the pipeline's own stage
+functions (as the workflow's rules call them), then trains each `dataset:model[:epochs]`
+pair with the config's settings in each mode (`graphs` or `eager`: the training step
+replayed as a CUDA graph, or launched op by op; `fp32` or `bf16` autocast), and scores the
 selected checkpoint on the test split. While each training runs, `nvidia-smi` is sampled
 every 100 ms; utilisation and memory are summarised over the training epochs (from the end
 of the first epoch, which holds cuDNN's autotuning, to the end of the last). Rows go to
@@ -105,7 +107,8 @@ class EpochTimes(logging.Handler):
 
 
 def run_one(features: Path, dataset: str, model: str, config: dict, epochs: int, mixed: bool,
-            device: torch.device, threads: int, batch_size: int | None = None) -> dict:
+            device: torch.device, threads: int, batch_size: int | None = None,
+            graphs: bool = True) -> dict:
     settings = stage_settings(config, dataset, "train")
     settings["training"].update(epochs=epochs, mixed_precision=mixed, patience=0)
     if batch_size:
@@ -122,7 +125,8 @@ def run_one(features: Path, dataset: str, model: str, config: dict, epochs: int,
         with tempfile.TemporaryDirectory() as tmp:
             start = time.monotonic()
             ckpt = train_model(features, model, settings, 0, Path(tmp) / "model.pt",
-                               Path(tmp) / "history.csv", device=str(device), threads=threads)
+                               Path(tmp) / "history.csv", device=str(device), threads=threads,
+                               cuda_graphs=graphs)
             wall = time.monotonic() - start
             history = pd.read_csv(Path(tmp) / "history.csv")
             metrics = evaluate_model(Path(tmp) / "model.pt", features, Path(tmp) / "eval",
@@ -135,6 +139,7 @@ def run_one(features: Path, dataset: str, model: str, config: dict, epochs: int,
         (start, start + wall)
     return {
         "dataset": dataset, "model": model, "bf16_autocast": mixed and device.type == "cuda",
+        "cuda_graphs": ckpt["cuda_graphs"],
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "epochs": len(history), "batch_size": settings["training"]["batch_size"],
         "train_samples_per_s": round(float(steady["samples_per_second"].median()), 1),
@@ -159,7 +164,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=min(8, os.cpu_count() or 1))
     parser.add_argument("--batch-size", type=int, help="instead of the config's")
     parser.add_argument("--runs", nargs="*", default=[f"{d}:{m}" for d, m in RUNS],
-                        help="dataset:model pairs")
+                        help="dataset:model[:epochs] (epochs: instead of --epochs)")
+    parser.add_argument("--modes", nargs="*", default=["graphs:fp32", "graphs:bf16"],
+                        help="graphs|eager:fp32|bf16, each run in each mode")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     config = validate(yaml.safe_load(Path("config.yaml").read_text()))
@@ -178,10 +185,12 @@ def main() -> None:
             print(f"features {dataset}: {time.perf_counter() - t0:.1f} s", flush=True)
     rows = []
     for pair in args.runs:
-        dataset, model = pair.split(":")
-        for mixed in (False, True):
-            row = run_one(features[dataset], dataset, model, config, args.epochs, mixed,
-                          device, args.threads, args.batch_size)
+        dataset, model, *epochs = pair.split(":")
+        for mode in args.modes:
+            steps, precision = mode.split(":")
+            row = run_one(features[dataset], dataset, model, config,
+                          int(epochs[0]) if epochs else args.epochs, precision == "bf16",
+                          device, args.threads, args.batch_size, graphs=steps == "graphs")
             rows.append(row)
             print(json.dumps(row), flush=True)
             pd.DataFrame(rows).to_csv(args.out / "gpu_check.csv", index=False)

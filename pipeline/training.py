@@ -18,7 +18,7 @@ import os
 import random
 import signal
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -146,12 +146,24 @@ def choose_device(request: str = "auto") -> torch.device:
     return device
 
 
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A CPU tensor moved to `device` without making the host wait: through pinned memory
+    and an asynchronous copy (a plain `.to("cuda")` of pageable memory synchronises the
+    stream, which leaves a GPU idle between the small steps of a small model)."""
+    if device.type == "cpu" or t.device == device:
+        return t
+    return t.pin_memory().to(device, non_blocking=True)
+
+
 class Augment:
     """Training-only perturbations from their own seeded generator; never used on evaluation.
 
     Every draw comes from `generator` (a CPU generator whose state the resume checkpoint
     keeps), so a resumed run perturbs exactly as an uninterrupted one; a perturbation that
-    is off draws nothing. In order, on a raw (log-mel) batch:
+    is off draws nothing. `draw` takes one batch's draws (fixed shapes), `apply` does the
+    arithmetic where the batch lives, with no host synchronisation, so on a GPU the whole
+    training step can be one CUDA graph (`CudaGraphStep`). In order, on a raw (log-mel)
+    batch:
 
     - noise, mixed in the power domain, log10(10**x + v * 10**n), with n a training example
       of the noise class (e.g. Speech Commands' `silence`, cut from the train-reserved
@@ -188,7 +200,8 @@ class Augment:
         if self.mixup > 0 and n_classes is None:
             raise ValueError("mixup needs the number of classes (Augment(n_classes=...))")
         self.rotation_deg = settings.rotation_deg
-        self.axis_groups = axis_groups(channels or [])
+        # index tensors, not lists: a list index is copied to the device on every use
+        self.axis_groups = [torch.tensor(g) for g in axis_groups(channels or [])]
         if self.rotation_deg > 0 and not self.axis_groups:
             raise ValueError("training.rotation_deg needs 3-axis signal channels (names ending "
                              f"_x, _y, _z); these features have {channels}")
@@ -198,45 +211,24 @@ class Augment:
         self.mean, self.std = self.mean.to(device), self.std.to(device)
         if self.noise_bank is not None:
             self.noise_bank = self.noise_bank.to(device)
+        self.axis_groups = [g.to(device) for g in self.axis_groups]
         return self
 
     def _uniform(self, n: int, lo: float, hi: float) -> torch.Tensor:
         return lo + (hi - lo) * torch.rand(n, generator=self.generator)
 
-    def _masks(self, x: torch.Tensor, n: int, width: int, axis: int) -> torch.Tensor:
-        size = x.shape[axis]
-        for _ in range(n):
-            w = torch.randint(0, width + 1, (x.shape[0],), generator=self.generator)
-            start = (torch.rand(x.shape[0], generator=self.generator) * (size - w + 1)).long()
-            pos = torch.arange(size)[None, :]
-            mask = ((pos >= start[:, None]) & (pos < (start + w)[:, None])).to(x.device)
-            x = x.masked_fill(mask[:, None, :] if axis == 2 else mask[:, :, None], 0.0)
-        return x
+    def _mask_spans(self, n: int, count: int, width: int, size: int
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        starts, stops = torch.zeros(count, n, dtype=torch.long), torch.zeros(count, n,
+                                                                             dtype=torch.long)
+        for i in range(count):
+            w = torch.randint(0, width + 1, (n,), generator=self.generator)
+            starts[i] = (torch.rand(n, generator=self.generator) * (size - w + 1)).long()
+            stops[i] = starts[i] + w
+        return starts, stops
 
-    def _mix_noise(self, x: torch.Tensor) -> torch.Tensor:
-        n = x.shape[0]
-        use = torch.rand(n, generator=self.generator) < self.noise.probability
-        pick = torch.randint(0, len(self.noise_bank), (n,), generator=self.generator)
-        lo, hi = self.noise.volume
-        volume = lo + (hi - lo) * torch.rand(n, generator=self.generator)
-        rows = use.nonzero().flatten()
-        if len(rows) == 0:
-            return x
-        ln10 = math.log(10.0)
-        rows_dev = rows.to(x.device)
-        noise = self.noise_bank[pick[rows].to(x.device)]
-        gain = volume[rows].to(x.device)[:, None, None]
-        mixed = torch.log10(torch.exp(x[rows_dev] * ln10) + gain * torch.exp(noise * ln10))
-        x = x.clone()
-        x[rows_dev] = mixed
-        return x
-
-    def _gain(self, x: torch.Tensor) -> torch.Tensor:
-        db = self._uniform(x.shape[0], -self.gain_db, self.gain_db)
-        return x + (db / 10.0).to(x.device, x.dtype)[:, None, None]
-
-    def _rotate(self, x: torch.Tensor) -> torch.Tensor:
-        n = x.shape[0]
+    def _turns(self, n: int) -> torch.Tensor:
+        """Rodrigues' rotation matrices [n, 3, 3], about random axes by random angles."""
         axis = torch.randn(n, 3, generator=self.generator)
         axis = axis / axis.norm(dim=1, keepdim=True).clamp_min(1e-12)
         angle = self._uniform(n, -self.rotation_deg, self.rotation_deg) * (math.pi / 180.0)
@@ -244,75 +236,128 @@ class Augment:
         cross[:, 0, 1], cross[:, 0, 2], cross[:, 1, 2] = -axis[:, 2], axis[:, 1], -axis[:, 0]
         cross = cross - cross.transpose(1, 2)
         sin, cos = angle.sin()[:, None, None], angle.cos()[:, None, None]
-        turn = torch.eye(3) + sin * cross + (1 - cos) * (cross @ cross)  # Rodrigues
-        turn = turn.to(x.device, x.dtype)
-        x = x.clone()
-        for group in self.axis_groups:
-            x[:, group] = turn @ x[:, group]
-        return x
+        return torch.eye(3) + sin * cross + (1 - cos) * (cross @ cross)
 
-    def _warp(self, x: torch.Tensor) -> torch.Tensor:
-        """Speed (time axis, about the centre) and VTLP (mel axis, from the lowest band) by
-        per-example factors, as one bilinear resampling; the shape is kept."""
-        n = x.shape[0]
-        speed = self._uniform(n, *self.speed)
-        warp = self._uniform(n, *self.vtlp)
+    def _warp_theta(self, n: int) -> torch.Tensor:
         # grid coordinates in [-1, 1] (align_corners): output (u, v) reads input
         # (u * speed, (v + 1) / warp - 1); u runs over steps (width), v over rows (height)
+        speed = self._uniform(n, *self.speed)
+        warp = self._uniform(n, *self.vtlp)
         theta = torch.zeros(n, 2, 3)
         theta[:, 0, 0] = speed
         theta[:, 1, 1] = 1.0 / warp
         theta[:, 1, 2] = 1.0 / warp - 1.0
-        theta = theta.to(x.device, torch.float32)
-        plane = x.float()[:, None]
-        grid = nn.functional.affine_grid(theta, list(plane.shape), align_corners=True)
-        out = nn.functional.grid_sample(plane, grid, mode="bilinear", padding_mode="border",
-                                        align_corners=True)
-        return out[:, 0].to(x.dtype)
+        return theta
 
-    def __call__(self, raw: torch.Tensor) -> torch.Tensor:
-        """A raw (log-mel) training batch -> the augmented, normalised model input."""
+    def draw(self, shape: tuple[int, ...], mixup: bool = True) -> dict[str, torch.Tensor]:
+        """One batch's random draws (CPU tensors), in a fixed order; `shape` is the raw
+        batch's [n, rows, steps]. Resume exactness rests on this order never changing."""
+        n, rows, steps = shape
+        g, d = self.generator, {}
         if self.noise_bank is not None and self.noise.probability > 0:
-            raw = self._mix_noise(raw)
+            d["noise_use"] = torch.rand(n, generator=g) < self.noise.probability
+            d["noise_pick"] = torch.randint(0, len(self.noise_bank), (n,), generator=g)
+            lo, hi = self.noise.volume
+            d["noise_volume"] = lo + (hi - lo) * torch.rand(n, generator=g)
         if self.gain_db > 0:
-            raw = self._gain(raw)
+            d["gain"] = self._uniform(n, -self.gain_db, self.gain_db) / 10.0
         if self.rotation_deg > 0:
-            raw = self._rotate(raw)
+            d["turn"] = self._turns(n)
         if self.speed != (1.0, 1.0) or self.vtlp != (1.0, 1.0):
-            raw = self._warp(raw)
-        x = normalise_scoped(raw, self.mean, self.std, self.scope)
+            d["theta"] = self._warp_theta(n)
         if self.shift:
-            shifts = torch.randint(-self.shift, self.shift + 1, (x.shape[0],),
-                                   generator=self.generator).to(x.device)
-            frames = x.shape[-1]
-            index = (torch.arange(frames, device=x.device)[None, :] - shifts[:, None]) % frames
-            x = x.gather(2, index[:, None, :].expand_as(x))
-        x = self._masks(x, self.spec.time_masks, self.spec.time_width, axis=2)
-        return self._masks(x, self.spec.freq_masks, self.spec.freq_width, axis=1)
+            d["shift"] = torch.randint(-self.shift, self.shift + 1, (n,), generator=g)
+        if self.spec.time_masks:
+            d["time_start"], d["time_stop"] = self._mask_spans(
+                n, self.spec.time_masks, self.spec.time_width, steps)
+        if self.spec.freq_masks:
+            d["freq_start"], d["freq_stop"] = self._mask_spans(
+                n, self.spec.freq_masks, self.spec.freq_width, rows)
+        if mixup and self.mixup > 0:
+            d["partner"] = torch.randperm(n, generator=g)
+            # Beta has no torch generator argument: numpy's, seeded from ours (resume-exact)
+            seed = int(torch.randint(0, 2**62, (1,), generator=g))
+            d["lam"] = torch.from_numpy(
+                np.random.default_rng(seed).beta(self.mixup, self.mixup, n)).float()
+        return d
 
-    def mix(self, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def apply(self, raw: torch.Tensor, d: dict[str, torch.Tensor]) -> torch.Tensor:
+        """A raw (log-mel) training batch and its draws (on its device) -> the augmented,
+        normalised model input."""
+        if "noise_use" in d:
+            ln10 = math.log(10.0)
+            noise = self.noise_bank[d["noise_pick"]]
+            mixed = torch.log10(torch.exp(raw * ln10)
+                                + d["noise_volume"][:, None, None] * torch.exp(noise * ln10))
+            raw = torch.where(d["noise_use"][:, None, None], mixed, raw)
+        if "gain" in d:
+            raw = raw + d["gain"].to(raw.dtype)[:, None, None]
+        if "turn" in d:
+            turn = d["turn"].to(raw.dtype)
+            raw = raw.clone()
+            for group in self.axis_groups:
+                raw[:, group] = turn @ raw[:, group]
+        if "theta" in d:
+            plane = raw.float()[:, None]
+            grid = nn.functional.affine_grid(d["theta"], list(plane.shape), align_corners=True)
+            out = nn.functional.grid_sample(plane, grid, mode="bilinear",
+                                            padding_mode="border", align_corners=True)
+            raw = out[:, 0].to(raw.dtype)
+        x = normalise_scoped(raw, self.mean, self.std, self.scope)
+        if "shift" in d:
+            frames = x.shape[-1]
+            index = (torch.arange(frames, device=x.device)[None, :] - d["shift"][:, None]) \
+                % frames
+            x = x.gather(2, index[:, None, :].expand_as(x))
+        for axis, name in ((2, "time"), (1, "freq")):
+            if f"{name}_start" not in d:
+                continue
+            pos = torch.arange(x.shape[axis], device=x.device)[None, :]
+            for start, stop in zip(d[f"{name}_start"], d[f"{name}_stop"], strict=True):
+                mask = (pos >= start[:, None]) & (pos < stop[:, None])
+                x = x.masked_fill(mask[:, None, :] if axis == 2 else mask[:, :, None], 0.0)
+        return x
+
+    def apply_mix(self, x: torch.Tensor, labels: torch.Tensor, d: dict[str, torch.Tensor]
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
         """Mixup: each example with a random other of the batch, x' = l x + (1 - l) x[j],
         target l onehot(y) + (1 - l) onehot(y[j]), l ~ Beta(mixup, mixup) per example."""
-        n = x.shape[0]
-        partner = torch.randperm(n, generator=self.generator)
-        # Beta has no torch generator argument: numpy's, seeded from ours (resume-exact)
-        seed = int(torch.randint(0, 2**62, (1,), generator=self.generator))
-        lam = torch.from_numpy(np.random.default_rng(seed).beta(self.mixup, self.mixup, n))
-        lam = lam.to(x.device, torch.float32)
-        partner = partner.to(x.device)
+        lam, partner = d["lam"], d["partner"]
         onehot = nn.functional.one_hot(labels, self.n_classes).float()
         mixed = lam[:, None, None] * x + (1 - lam[:, None, None]) * x[partner]
         target = lam[:, None] * onehot + (1 - lam[:, None]) * onehot[partner]
         return mixed.to(x.dtype), target
 
-    def batch(self, raw: torch.Tensor, labels: torch.Tensor
-              ) -> tuple[torch.Tensor, torch.Tensor]:
+    def apply_batch(self, raw: torch.Tensor, labels: torch.Tensor,
+                    d: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """(model input, loss target): the target is `labels` itself, or soft targets
         [B, classes] (class probabilities, as CrossEntropyLoss accepts) under mixup."""
-        x = self(raw)
-        if self.mixup > 0:
-            return self.mix(x, labels)
+        x = self.apply(raw, d)
+        if "lam" in d:
+            return self.apply_mix(x, labels, d)
         return x, labels
+
+    def _moved(self, d: dict[str, torch.Tensor], device: torch.device
+               ) -> dict[str, torch.Tensor]:
+        return {k: to_device(v, device) for k, v in d.items()}
+
+    def __call__(self, raw: torch.Tensor) -> torch.Tensor:
+        """Draw for and augment one raw batch (no mixup)."""
+        return self.apply(raw, self._moved(self.draw(raw.shape, mixup=False), raw.device))
+
+    def mix(self, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Draw for and mix one batch (mixup alone)."""
+        n = x.shape[0]
+        partner = torch.randperm(n, generator=self.generator)
+        seed = int(torch.randint(0, 2**62, (1,), generator=self.generator))
+        lam = torch.from_numpy(np.random.default_rng(seed).beta(self.mixup, self.mixup, n))
+        d = self._moved({"partner": partner, "lam": lam.float()}, x.device)
+        return self.apply_mix(x, labels, d)
+
+    def batch(self, raw: torch.Tensor, labels: torch.Tensor
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Draw for and augment one raw batch, mixup included."""
+        return self.apply_batch(raw, labels, self._moved(self.draw(raw.shape), raw.device))
 
 
 def axis_groups(channels: list[str]) -> list[list[int]]:
@@ -323,9 +368,9 @@ def axis_groups(channels: list[str]) -> list[list[int]]:
             if all(f"{stem}_{a}" in rows for a in "xyz")]
 
 
-def _autocast(device: torch.device, enabled: bool):
+def _autocast(device: torch.device, enabled: bool, cache: bool = True):
     return torch.autocast(device.type, dtype=torch.bfloat16,
-                          enabled=enabled and device.type == "cuda")
+                          enabled=enabled and device.type == "cuda", cache_enabled=cache)
 
 
 class Batches:
@@ -346,49 +391,138 @@ class Batches:
     def __len__(self) -> int:
         return math.ceil(len(self.labels) / self.batch_size)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def indices(self) -> Iterator[torch.Tensor]:
+        """Each batch's example indices (on the device), in DataLoader's order."""
         n = len(self.labels)
         torch.empty((), dtype=torch.int64).random_(generator=self.generator)
-        order = torch.randperm(n, generator=self.generator).to(self.features.device)
+        order = to_device(torch.randperm(n, generator=self.generator), self.features.device)
         for start in range(0, n, self.batch_size):
-            index = order[start:start + self.batch_size]
-            yield self.features[index], self.labels[index]
+            yield order[start:start + self.batch_size]
         torch.randperm(n, generator=self.generator)
 
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for index in self.indices():
+            yield self.features[index], self.labels[index]
 
-def train_one_epoch(model: nn.Module, loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
-                    optimizer: torch.optim.Optimizer, loss_fn: nn.Module,
-                    device: torch.device, prepare=None, mixed_precision: bool = False,
-                    should_stop: Callable[[], bool] | None = None) -> tuple[float, float, int]:
-    """One pass over `loader`; `prepare` maps a raw batch to model input (augment, normalise).
-    Loss and hits are summed on the device (no host sync per step). `should_stop` is asked
-    after every batch; when it says so the pass ends early.
+
+class TrainStep:
+    """One optimisation step on a batch given by its indices into the on-device train split:
+    gather, augment, forward, loss, backward, optimiser step, and the epoch's running loss
+    and hit count (summed on the device: no host sync per step)."""
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module,
+                 batches: Batches, augment: Augment, mixed_precision: bool = False) -> None:
+        self.model, self.optimizer, self.loss_fn = model, optimizer, loss_fn
+        self.batches, self.augment, self.mixed_precision = batches, augment, mixed_precision
+        self.device = batches.features.device
+        self.loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        self.correct = torch.zeros((), dtype=torch.int64, device=self.device)
+
+    def draw(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.augment.draw((len(index), *self.batches.features.shape[1:]))
+
+    def body(self, index: torch.Tensor, draws: dict[str, torch.Tensor],
+             graph_safe: bool = False) -> None:
+        """The step after zero_grad, on device tensors; also what a CUDA graph records."""
+        y = self.batches.labels[index]
+        x, target = self.augment.apply_batch(self.batches.features[index], y, draws)
+        with _autocast(self.device, self.mixed_precision, cache=not graph_safe):
+            logits = self.model(x)
+            loss = self.loss_fn(logits.float(), target)
+        loss.backward()
+        self.optimizer.step()
+        self.loss_sum += loss.detach().double() * len(index)
+        self.correct += (logits.argmax(1) == y).sum()
+
+    def __call__(self, index: torch.Tensor, draws: dict[str, torch.Tensor]) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        self.body(index, {k: to_device(v, self.device) for k, v in draws.items()})
+
+
+class CudaGraphStep:
+    """The training step recorded once as a CUDA graph and replayed for every full batch.
+
+    A small model's step is hundreds of short kernels; launched one by one from Python the
+    GPU idles between them. Replayed, the step is one launch: the batch's indices and
+    draws are copied into the graph's input buffers, asynchronously, and the host runs
+    ahead. The first `warmup` full batches run eagerly on a side stream (lazy
+    initialisation, the optimiser's state), as CUDA graph capture requires; a batch of
+    another size (the last) runs eagerly; the graph is recorded again when the learning
+    rate changes (the optimiser's kernels take it as a constant). The optimiser must be
+    `capturable`.
+    """
+
+    def __init__(self, step: TrainStep, warmup: int = 3) -> None:
+        self.step, self.warmup, self.warm = step, warmup, 0
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.lr: float | None = None
+        self.index: torch.Tensor | None = None
+        self.draws: dict[str, torch.Tensor] = {}
+        self.side = torch.cuda.Stream(step.device)
+        self.captures, self.failed = 0, False
+
+    def __call__(self, index: torch.Tensor, draws: dict[str, torch.Tensor]) -> None:
+        if len(index) != self.step.batches.batch_size or self.failed:
+            self.step(index, draws)
+            return
+        if self.warm < self.warmup:
+            self.side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(self.side):
+                self.step(index, draws)
+            torch.cuda.current_stream().wait_stream(self.side)
+            self.warm += 1
+            return
+        lr = float(self.step.optimizer.param_groups[0]["lr"])
+        if self.graph is None or lr != self.lr:
+            if not self._capture(index, draws):
+                self.step(index, draws)
+                return
+            self.lr = lr
+        self.index.copy_(index, non_blocking=True)
+        for k, v in draws.items():
+            self.draws[k].copy_(v.pin_memory(), non_blocking=True)
+        self.graph.replay()
+
+    def _capture(self, index: torch.Tensor, draws: dict[str, torch.Tensor]) -> bool:
+        """Record the step; on failure, say why and train on eagerly (False)."""
+        device = self.step.device
+        self.index = index.clone()
+        self.draws = {k: torch.empty_like(v, device=device) for k, v in draws.items()}
+        self.graph = None
+        self.step.optimizer.zero_grad(set_to_none=True)
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph):
+                self.step.body(self.index, self.draws, graph_safe=True)
+        except RuntimeError as err:
+            log.warning("CUDA graph capture failed, training on without graphs: %s",
+                        " ".join(str(err).split())[:300])
+            self.failed = True
+            return False
+        self.graph = graph
+        self.captures += 1
+        return True
+
+
+def train_one_epoch(step: TrainStep | CudaGraphStep, should_stop: Callable[[], bool] | None
+                    = None) -> tuple[float, float, int]:
+    """One pass over the train split, batch by batch through `step` (eager or a replayed
+    CUDA graph). `should_stop` is asked after every batch; when it says so the pass ends
+    early.
 
     Returns (mean loss, accuracy, examples seen)."""
-    model.train()
-    total_loss = torch.zeros((), dtype=torch.float64, device=device)
-    correct = torch.zeros((), dtype=torch.int64, device=device)
+    plain = step.step if isinstance(step, CudaGraphStep) else step
+    plain.model.train()
+    plain.loss_sum.zero_()
+    plain.correct.zero_()
     seen = 0
-    for x, y in loader:
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        target = y
-        if isinstance(prepare, Augment):  # on the device: must not bottleneck a GPU
-            x, target = prepare.batch(x, y)  # target: soft [B, classes] under mixup
-        elif prepare is not None:
-            x = prepare(x)
-        optimizer.zero_grad(set_to_none=True)
-        with _autocast(device, mixed_precision):
-            logits = model(x)
-            loss = loss_fn(logits.float(), target)
-        loss.backward()
-        optimizer.step()
-        total_loss += loss.detach().double() * len(y)
-        correct += (logits.argmax(1) == y).sum()
-        seen += len(y)
+    for index in plain.batches.indices():
+        step(index, plain.draw(index))
+        seen += len(index)
         if should_stop is not None and should_stop():
             break
     seen = max(seen, 1)
-    return total_loss.item() / seen, correct.item() / seen, seen
+    return plain.loss_sum.item() / seen, plain.correct.item() / seen, seen
 
 
 @torch.no_grad()
@@ -479,6 +613,7 @@ class Trainer:
     loader: Batches
     augment: Augment
     device: torch.device
+    step: TrainStep | CudaGraphStep
 
     def stateful(self) -> dict[str, Any]:
         return {"model": self.model, "optimizer": self.optimizer, "scheduler": self.scheduler}
@@ -488,7 +623,10 @@ class Trainer:
 
 
 def build_trainer(data: TrainingData, model_name: str, model_params: dict[str, Any],
-                  ts: TrainSettings, seed: int, device: torch.device) -> Trainer:
+                  ts: TrainSettings, seed: int, device: torch.device,
+                  cuda_graphs: bool = True) -> Trainer:
+    """`cuda_graphs`: on a CUDA device, replay each full batch's step as a CUDA graph."""
+    graphs = cuda_graphs and device.type == "cuda"
     loader_gen = seed_everything(seed)
     names = data.label_names
     noise_bank = None
@@ -498,7 +636,7 @@ def build_trainer(data: TrainingData, model_name: str, model_params: dict[str, A
                       noise_bank, n_classes=len(names), channels=data.channels).to(device)
     model = build_model(model_name, model_params, data.input_shape, len(names)).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=ts.learning_rate,
-                                 weight_decay=ts.weight_decay)
+                                 weight_decay=ts.weight_decay, capturable=graphs)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=ts.lr_drop_epoch,
                                                 gamma=ts.lr_drop_factor)
     weights = None
@@ -508,8 +646,10 @@ def build_trainer(data: TrainingData, model_name: str, model_params: dict[str, A
     loader = Batches(data.train.features, data.train.labels, ts.batch_size, loader_gen, device)
     # with mixup's soft targets and class weights, CrossEntropyLoss takes the mean over the
     # batch of sum_c w_c p_c (-log q_c); the weights average 1 over the train split
-    return Trainer(model, optimizer, scheduler, nn.CrossEntropyLoss(weight=weights), loader,
-                   augment, device)
+    loss_fn = nn.CrossEntropyLoss(weight=weights)
+    step = TrainStep(model, optimizer, loss_fn, loader, augment, ts.mixed_precision)
+    return Trainer(model, optimizer, scheduler, loss_fn, loader, augment, device,
+                   CudaGraphStep(step) if graphs else step)
 
 
 def run_epoch(trainer: Trainer, data: TrainingData, ts: TrainSettings, epoch: int,
@@ -517,9 +657,7 @@ def run_epoch(trainer: Trainer, data: TrainingData, ts: TrainSettings, epoch: in
     """Train and validate one epoch; None when a stop request cut it short."""
     t0 = time.perf_counter()
     lr = trainer.optimizer.param_groups[0]["lr"]
-    tr_loss, tr_acc, seen = train_one_epoch(trainer.model, trainer.loader, trainer.optimizer,
-                                            trainer.loss_fn, trainer.device, trainer.augment,
-                                            ts.mixed_precision, should_stop)
+    tr_loss, tr_acc, seen = train_one_epoch(trainer.step, should_stop)
     if should_stop():
         return None
     va_loss, va_acc, _ = evaluate(trainer.model, data.x_valid, data.y_valid, trainer.device,
@@ -586,6 +724,8 @@ def assemble_checkpoint(state: ResumeState, trainer: Trainer, data: TrainingData
                                                 feature_params),
         "train_seconds": float(sum(h["seconds"] for h in state.history)),
         "device": str(trainer.device),
+        "cuda_graphs": isinstance(trainer.step, CudaGraphStep) and trainer.step.captures > 0
+        and not trainer.step.failed,
         "seed": int(seed),
         "dataset": dataset,
         "training": json.loads(json.dumps(dataclasses.asdict(ts))),
@@ -620,7 +760,7 @@ def stop_requests() -> Iterator[Callable[[], int]]:
 def train_model(features_h5: str | os.PathLike, model_name: str, settings: dict[str, Any],
                 seed: int, model_out: str | os.PathLike, history_out: str | os.PathLike,
                 device: str = "auto", threads: int = 1,
-                resume_every_s: float = 10.0) -> dict[str, Any]:
+                resume_every_s: float = 10.0, cuda_graphs: bool = True) -> dict[str, Any]:
     """Train one model on one dataset with one seed; resumable after a kill or a signal.
 
     The resume state is written after an epoch once `resume_every_s` seconds have passed
@@ -635,7 +775,8 @@ def train_model(features_h5: str | os.PathLike, model_name: str, settings: dict[
     model_params = settings["model_params"].get(model_name, {})
     make_config(model_name, model_params)  # fail early on unknown parameters
     data = load_training_data(features_h5, ts.normalisation)
-    trainer = build_trainer(data, model_name, model_params, ts, seed, choose_device(device))
+    trainer = build_trainer(data, model_name, model_params, ts, seed, choose_device(device),
+                            cuda_graphs)
     resume_path = Path(model_out).with_name("resume.pt")
     run_id = fingerprint(model_name, model_params, dataclasses.asdict(ts), seed,
                          {k: str(v) for k, v in data.attrs.items()}, len(data.train.labels))
@@ -644,6 +785,8 @@ def train_model(features_h5: str | os.PathLike, model_name: str, settings: dict[
         state = ResumeState(run_id)
     else:
         state.restore(trainer.stateful(), trainer.generators())
+        for group in trainer.optimizer.param_groups:  # the state may come from another device
+            group["capturable"] = isinstance(trainer.step, CudaGraphStep)
         log.info("resuming %s after epoch %d of %d (%s)", model_name, state.epoch, ts.epochs,
                  resume_path)
     log.info("%s: %d parameters, input %s, %d classes, device %s, %d train / %d valid",
