@@ -32,7 +32,7 @@ import pandas as pd
 import torch
 import yaml
 
-from pipeline.config import stage_settings, validate
+from pipeline.config import raw_source, stage_settings, validate
 from pipeline.datasets import acquire_dataset, split_dataset
 from pipeline.evaluation import evaluate_model
 from pipeline.features import compute_features
@@ -47,7 +47,8 @@ def build_features(config: dict, name: str, mirror: str, work: Path, workers: in
     out = work / name / "features.h5"
     if out.exists():
         return out
-    raw, splits = work / "resources" / name, work / name / "splits.tsv"
+    # one raw folder per download, shared by variants and folds (as the rules share it)
+    raw, splits = work / "resources" / raw_source(config, name), work / name / "splits.tsv"
     out.parent.mkdir(parents=True, exist_ok=True)
     if not raw.exists():
         acquire_dataset(raw, stage_settings(config, name, "acquire"), mirror=mirror,
