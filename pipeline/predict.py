@@ -18,9 +18,12 @@ own line with its start and end in seconds:
     long.flac       301.20-301.71   3       0.8807
 
 Each segment, with `--context` seconds of the recording on either side, is centred in the
-model's window and zero-padded, as short clips were for training. A segment longer than the
-window is never cut to fit: it is classified in windows of the model's length overlapping
-by half, one line each with the window's times, and a note on stderr says so. When a long
+model's window and zero-padded, as short clips were for training. A model trained on trimmed
+clips (its feature parameters hold `trim_db`) gets the same trim here: a short file, and a
+segment that fits one window, are cut to their speech by `trim_silence` first, exactly as
+the feature stage cut the training clips. A segment longer than the window is never cut to
+fit: it is classified in windows of the model's length overlapping by half, one line each
+with the window's times, and a note on stderr says so. When a long
 recording holds no segment, stderr says "no speech found" and the exit status is 1, as for
 an unreadable file; a bad model file gives one line on stderr and exit status 2.
 """
@@ -38,7 +41,7 @@ import numpy as np
 import torch
 
 from pipeline.checkpoint import CheckpointError, load_checkpoint, normalise_with
-from pipeline.modalities.audio import FeatureParams, LogMel, fit_length, read_clip
+from pipeline.modalities.audio import FeatureParams, LogMel, fit_length, read_clip, trim_silence
 from pipeline.segments import DetectorParams, Segment, detect_speech
 
 #: Windows classified in one forward pass (bounds memory on long recordings).
@@ -127,7 +130,8 @@ class Predictor:
         if seg.duration * sr <= n:
             centre = int(round((seg.start + seg.end) / 2 * sr))
             lo, hi = max(a, centre - n // 2), min(b, centre + n - n // 2)
-            return [fit_length(wave[lo:hi], n)], [(seg.start, seg.end)], ""
+            return ([fit_length(trim_silence(wave[lo:hi], self.params), n)],
+                    [(seg.start, seg.end)], "")
         count = math.ceil((b - a - n) / (n / 2)) + 1
         starts = np.round(np.linspace(a, b - n, count)).astype(int)
         note = (f"speech at {seg.start:.2f}-{seg.end:.2f} s lasts {seg.duration:.2f} s, longer "
@@ -135,6 +139,11 @@ class Predictor:
                 f"{count} windows overlapping by half, one line each")
         return ([wave[s:s + n] for s in starts],
                 [(round(s / sr, 4), round((s + n) / sr, 4)) for s in starts], note)
+
+    def model_input(self, wave: np.ndarray) -> np.ndarray:
+        """A clip that fits the window as the feature stage placed it: trimmed (when the
+        model's `trim_db` is set), then centred and zero-padded; [n_samples]."""
+        return fit_length(trim_silence(wave, self.params), self.params.n_samples)
 
     def predict_file(self, path: str | Path, top: int = 1) -> FileResult:
         result = FileResult(str(path))
@@ -151,7 +160,7 @@ class Predictor:
         if len(wave) <= p.n_samples:
             # fits the model's window: classified whole, as the model was trained
             result.predictions = [Prediction(t) for t in
-                                  self.classify(fit_length(wave, p.n_samples)[None], top)]
+                                  self.classify(self.model_input(wave)[None], top)]
             if not detection.segments:
                 result.notes.append(
                     f"no part stands out as speech (loudest {detection.peak_db:.1f} dBFS, "

@@ -37,6 +37,7 @@ class FeatureParams:
     f_max: float | None = None  # None: Nyquist
     log_offset: float = 1e-6
     dtype: str = "float32"
+    trim_db: float | None = None  # None: clips are placed as read (see trim_silence)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> FeatureParams:
@@ -72,7 +73,11 @@ class FeatureParams:
         return (self.n_samples - self.fft_size) // self.hop_length + 1
 
     def as_attrs(self) -> dict[str, Any]:
-        out = {k: ("none" if v is None else v) for k, v in asdict(self).items()}
+        """HDF5 attributes (None written as "none"). `trim_db` is written only when set, so
+        untrimmed features carry exactly the attributes they had before it existed (and
+        older caches and checkpoints, which lack it, read back as untrimmed)."""
+        out = {k: ("none" if v is None else v) for k, v in asdict(self).items()
+               if not (k == "trim_db" and v is None)}
         out.update(win_length=self.win_length, hop_length=self.hop_length, n_fft=self.fft_size,
                    n_samples=self.n_samples, n_frames=self.n_frames,
                    f_max=self.f_max or self.sample_rate / 2)
@@ -164,6 +169,34 @@ def fit_length(wave: np.ndarray, n_samples: int) -> np.ndarray:
     return np.pad(wave, (left, n_samples - len(wave) - left))
 
 
+def trim_silence(wave: np.ndarray, params: FeatureParams) -> np.ndarray:
+    """The clip from its first to its last frame within `params.trim_db` dB of its loudest
+    frame (leading and trailing silence cut; the middle, pauses included, kept); the clip
+    itself when `trim_db` is None or the clip is shorter than one frame.
+
+    Frames are the log-mels' own: `win_length` samples every `hop_length` samples, from
+    the first sample, and a frame's level is its mean power in dB. The kept part starts
+    where the first loud frame starts and ends where the last one ends (with the clip's
+    last samples when that is its last frame). The threshold is relative to the clip's
+    own peak, as librosa.effects.trim's `top_db`, so it needs no absolute level; a clip
+    with digital silence around the word (FSDD's padding, zeros at -inf dB) loses exactly
+    that. torchaudio.functional.vad (SoX's detector) does not fit here: it needs 0.35 s of
+    lead-in to estimate the noise and returns nothing for every FSDD clip tried."""
+    db = params.trim_db
+    win, hop = params.win_length, params.hop_length
+    if db is None or len(wave) < win:
+        return wave
+    n = (len(wave) - win) // hop + 1
+    energy = np.concatenate(([0.0], np.cumsum(np.square(wave, dtype=np.float64))))
+    starts = np.arange(n) * hop
+    power = (energy[starts + win] - energy[starts]) / win
+    level = 10 * np.log10(np.maximum(power, 1e-20))
+    loud = np.flatnonzero(level >= level.max() - db)
+    first, last = int(loud[0]), int(loud[-1])
+    stop = len(wave) if last == n - 1 else last * hop + win
+    return wave[first * hop:stop]
+
+
 def _place(wave: np.ndarray, row: np.ndarray) -> tuple[int, int]:
     """fit_length(wave, len(row)) written into `row` (already zero); returns where it lies."""
     n, size = len(wave), len(row)
@@ -240,8 +273,9 @@ def read_clip(path: str | Path, sample_rate: int) -> tuple[np.ndarray | None, st
 
 def read_batch(paths: list[str | Path], params: FeatureParams, threads: int = 1
                ) -> tuple[np.ndarray, list[str], np.ndarray]:
-    """Read clips into a [B, n_samples] array, each centred by fit_length; reasons are ''
-    for good clips, and spans [B, 2] say where each clip lies (all zero outside).
+    """Read clips into a [B, n_samples] array, each trimmed by trim_silence (when
+    `params.trim_db` is set) and centred by fit_length; reasons are '' for good clips, and
+    spans [B, 2] say where each clip lies (all zero outside).
     `threads` > 1 reads in a pool, which only pays where decoding is slow (FLAC,
     resampling): soundfile's per-file Python work holds the GIL."""
     batch = np.zeros((len(paths), params.n_samples), dtype=np.float32)
@@ -256,14 +290,14 @@ def read_batch(paths: list[str | Path], params: FeatureParams, threads: int = 1
     for i, (wave, reason) in enumerate(results):
         reasons.append(reason)
         if wave is not None:
-            spans[i] = _place(wave, batch[i])
+            spans[i] = _place(trim_silence(wave, params), batch[i])
     return batch, reasons, spans
 
 
 def load_waveforms(paths: list[str | Path], params: FeatureParams, threads: int = 1
                    ) -> tuple[np.ndarray, list[str]]:
-    """Read clips into a [B, n_samples] array (each centred by fit_length); reasons are ''
-    for good clips."""
+    """Read clips into a [B, n_samples] array (each trimmed and centred as read_batch does);
+    reasons are '' for good clips."""
     batch, reasons, _ = read_batch(paths, params, threads)
     return batch, reasons
 
