@@ -302,7 +302,25 @@ def check(config: dict[str, Any]) -> list[str]:
             if module_of(config, pair[side]) not in known:
                 problems.append(f"config key cross_evaluations[{i}].{side}: unknown dataset "
                                 f"{pair[side]!r}")
-    return problems or _check_evaluation_only(config)
+    return problems or _check_evaluation_only(config) + _check_noise_sources(config)
+
+
+def _check_noise_sources(config: dict[str, Any]) -> list[str]:
+    """`training.noise.source` names a dataset whose train split holds the noise: a known,
+    trainable, unfolded, non-composite one."""
+    problems, known = [], set(DATASETS) | set(config.get("variants", {}))
+    for name in config["datasets"]:
+        source = dataset_settings(config, name)["training"]["noise"].get("source")
+        key = f"{name}: training.noise.source"
+        if not source:
+            continue
+        if source not in known:
+            problems.append(f"{key}: unknown dataset {source!r}; known: {sorted(known)}")
+        elif evaluation_only(config, source) or fold_count(config, source) or \
+                is_composite(config, source):
+            problems.append(f"{key}: {source} has no single train split to take noise from "
+                            "(it is evaluation-only, runs in folds or is a composite)")
+    return problems
 
 
 def _check_evaluation_only(config: dict[str, Any]) -> list[str]:

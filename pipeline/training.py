@@ -59,6 +59,8 @@ class NoiseMix:
     probability: float = 0.0
     volume: tuple[float, float] = (0.0, 0.1)
     label: str = "silence"
+    source: str | None = None  # another dataset's train split holds the noise class
+    snr_db: tuple[float, float] | None = None  # instead of volume
 
 
 #: how the best epoch is chosen: by validation accuracy alone (the first epoch to reach the
@@ -167,7 +169,8 @@ class Augment:
 
     - noise, mixed in the power domain, log10(10**x + v * 10**n), with n a training example
       of the noise class (e.g. Speech Commands' `silence`, cut from the train-reserved
-      background recordings);
+      background recordings; of this dataset or of `noise.source`), v drawn from `volume`
+      or set by a signal-to-noise ratio drawn from `snr_db` (mean powers over all bins);
     - gain: a uniform dB offset in [-gain_db, gain_db], + dB/10 in the log10 domain;
     - rotation (signals): the 3-axis sensor channels of a window (`acc_x/_y/_z`, ...) all
       turned by one random rotation, about a uniformly random axis by an angle uniform in
@@ -257,8 +260,9 @@ class Augment:
         if self.noise_bank is not None and self.noise.probability > 0:
             d["noise_use"] = torch.rand(n, generator=g) < self.noise.probability
             d["noise_pick"] = torch.randint(0, len(self.noise_bank), (n,), generator=g)
-            lo, hi = self.noise.volume
-            d["noise_volume"] = lo + (hi - lo) * torch.rand(n, generator=g)
+            lo, hi = self.noise.snr_db or self.noise.volume
+            key = "noise_snr" if self.noise.snr_db else "noise_volume"
+            d[key] = lo + (hi - lo) * torch.rand(n, generator=g)
         if self.gain_db > 0:
             d["gain"] = self._uniform(n, -self.gain_db, self.gain_db) / 10.0
         if self.rotation_deg > 0:
@@ -287,8 +291,13 @@ class Augment:
         if "noise_use" in d:
             ln10 = math.log(10.0)
             noise = self.noise_bank[d["noise_pick"]]
-            mixed = torch.log10(torch.exp(raw * ln10)
-                                + d["noise_volume"][:, None, None] * torch.exp(noise * ln10))
+            power, noise_power = torch.exp(raw * ln10), torch.exp(noise * ln10)
+            if "noise_snr" in d:  # v = P_clip / (P_noise 10^(snr/10)), mean over all bins
+                volume = power.mean((1, 2)) / (noise_power.mean((1, 2))
+                                               * torch.pow(10.0, d["noise_snr"] / 10.0))
+            else:
+                volume = d["noise_volume"]
+            mixed = torch.log10(power + volume[:, None, None] * noise_power)
             raw = torch.where(d["noise_use"][:, None, None], mixed, raw)
         if "gain" in d:
             raw = raw + d["gain"].to(raw.dtype)[:, None, None]
@@ -622,15 +631,44 @@ class Trainer:
         return {"loader": self.loader.generator, "augment": self.augment.generator}
 
 
+#: feature attributes a noise source must share with the dataset it is mixed into
+NOISE_MATCH = ("modality", "sample_rate", "n_mels", "n_frames", "hop_length", "win_length",
+               "n_fft", "f_min", "f_max", "log_offset")
+
+
+def load_noise_bank(noise_h5: str | os.PathLike, label: str, attrs: dict[str, Any]
+                    ) -> torch.Tensor:
+    """The raw train-split examples of class `label` in another dataset's feature file
+    (`training.noise.source`), refused unless its features are this dataset's kind."""
+    theirs = read_attrs(Path(noise_h5))
+    differ = [k for k in NOISE_MATCH if str(theirs.get(k)) != str(attrs.get(k))]
+    if differ:
+        raise ValueError(
+            f"training.noise.source: {noise_h5} has other features than this dataset ("
+            + ", ".join(f"{k} {theirs.get(k)} vs {attrs.get(k)}" for k in differ)
+            + "); give the source variant this dataset's `features` settings")
+    names = list(theirs["label_names"])
+    if label not in names:
+        raise ValueError(f"training.noise.source: {noise_h5} has no class {label!r} "
+                         f"(training.noise.label); its classes: {names}")
+    split = load_split(Path(noise_h5), "train")
+    bank = split.features[split.labels == names.index(label)]
+    if not len(bank):
+        raise ValueError(f"training.noise.source: {noise_h5} has no train example of "
+                         f"{label!r}")
+    return bank
+
+
 def build_trainer(data: TrainingData, model_name: str, model_params: dict[str, Any],
                   ts: TrainSettings, seed: int, device: torch.device,
-                  cuda_graphs: bool = True) -> Trainer:
-    """`cuda_graphs`: on a CUDA device, replay each full batch's step as a CUDA graph."""
+                  cuda_graphs: bool = True, noise_bank: torch.Tensor | None = None
+                  ) -> Trainer:
+    """`cuda_graphs`: on a CUDA device, replay each full batch's step as a CUDA graph.
+    `noise_bank`: raw noise examples from another dataset (else this one's noise class)."""
     graphs = cuda_graphs and device.type == "cuda"
     loader_gen = seed_everything(seed)
     names = data.label_names
-    noise_bank = None
-    if ts.noise.label in names:
+    if noise_bank is None and ts.noise.label in names:
         noise_bank = data.train.features[data.train.labels == names.index(ts.noise.label)]
     augment = Augment(ts, torch.Generator().manual_seed(seed + 1_000_003), data.mean, data.std,
                       noise_bank, n_classes=len(names), channels=data.channels).to(device)
@@ -760,7 +798,8 @@ def stop_requests() -> Iterator[Callable[[], int]]:
 def train_model(features_h5: str | os.PathLike, model_name: str, settings: dict[str, Any],
                 seed: int, model_out: str | os.PathLike, history_out: str | os.PathLike,
                 device: str = "auto", threads: int = 1,
-                resume_every_s: float = 10.0, cuda_graphs: bool = True) -> dict[str, Any]:
+                resume_every_s: float = 10.0, cuda_graphs: bool = True,
+                noise_features: str | os.PathLike | None = None) -> dict[str, Any]:
     """Train one model on one dataset with one seed; resumable after a kill or a signal.
 
     The resume state is written after an epoch once `resume_every_s` seconds have passed
@@ -775,8 +814,13 @@ def train_model(features_h5: str | os.PathLike, model_name: str, settings: dict[
     model_params = settings["model_params"].get(model_name, {})
     make_config(model_name, model_params)  # fail early on unknown parameters
     data = load_training_data(features_h5, ts.normalisation)
+    if ts.noise.source and noise_features is None:
+        raise ValueError(f"training.noise.source is {ts.noise.source!r}: pass its feature "
+                         "file (train_model(noise_features=...); the workflow does)")
+    bank = (load_noise_bank(noise_features, ts.noise.label, data.attrs)
+            if ts.noise.source else None)
     trainer = build_trainer(data, model_name, model_params, ts, seed, choose_device(device),
-                            cuda_graphs)
+                            cuda_graphs, bank)
     resume_path = Path(model_out).with_name("resume.pt")
     run_id = fingerprint(model_name, model_params, dataclasses.asdict(ts), seed,
                          {k: str(v) for k, v in data.attrs.items()}, len(data.train.labels))

@@ -29,6 +29,15 @@ def settings_of(wildcards):
     return dataset_settings(config, wildcards.dataset)
 
 
+def training_inputs(wildcards):
+    # the features, and those of training.noise.source when the noise comes from elsewhere
+    inputs = {"features": f"results/{wildcards.dataset}/features.h5"}
+    source = settings_of(wildcards)["training"]["noise"]["source"]
+    if source:
+        inputs["noise"] = f"results/{source}/features.h5"
+    return inputs
+
+
 def raw_data(wildcards):
     # {"raw": resources/<folder>}, or a composite's {"raw_<source>": ...} (use with unpack)
     return raw_inputs(config, wildcards.dataset)

@@ -3,7 +3,7 @@
 
 rule train_model:
     input:
-        features="results/{dataset}/features.h5",
+        unpack(training_inputs),
     output:
         model=f"{RUN}/model.pt",
         history=f"{RUN}/history.csv",

@@ -16,4 +16,5 @@ with log_to(snakemake.log[0], append=True), gpu_slot(snakemake.params.device) as
         snakemake.output.history,
         device=slot.device,
         threads=snakemake.threads,
+        noise_features=snakemake.input.get("noise"),
     )
