@@ -302,7 +302,32 @@ def check(config: dict[str, Any]) -> list[str]:
             if module_of(config, pair[side]) not in known:
                 problems.append(f"config key cross_evaluations[{i}].{side}: unknown dataset "
                                 f"{pair[side]!r}")
-    return problems or _check_evaluation_only(config) + _check_noise_sources(config)
+    return problems or (_check_evaluation_only(config) + _check_noise_sources(config)
+                        + _check_cross_features(config))
+
+
+def _check_cross_features(config: dict[str, Any]) -> list[str]:
+    """A cross evaluation scores a model on features made as its own: for audio pairs, the
+    `features` settings that evaluation compares (the modality's compatible keys) must agree,
+    else the pair would fail only after its training ran."""
+    from pipeline.modalities import get_modality  # the modalities import torch: not at start
+
+    problems = []
+    for i, pair in enumerate(config.get("cross_evaluations", [])):
+        sides = [dataset_settings(config, pair[side]) for side in ("train", "test")]
+        if {DATASETS[s["dataset"]].modality for s in sides} != {"audio"}:
+            continue
+        ours, theirs = (s["features"] for s in sides)
+        differ = [k for k in get_modality("audio").compatible_keys
+                  if ours.get(k) != theirs.get(k)]
+        if differ:
+            problems.append(
+                f"config key cross_evaluations[{i}]: {pair['train']} and {pair['test']} make "
+                "their features differently (" + ", ".join(
+                    f"features.{k} {ours.get(k)} vs {theirs.get(k)}" for k in differ)
+                + "): a model is scored only on features made as its own; give both the "
+                "same `features`")
+    return problems
 
 
 def _check_noise_sources(config: dict[str, Any]) -> list[str]:

@@ -236,3 +236,17 @@ def test_variants_resolve_in_one_place():
     assert raw_source(config, "sc_sample") == "sc_sample"  # another archive: its own folder
     assert stage_settings(config, "sc_sample", "acquire")["archive"]["v0.02"] == \
         "speech_commands_sample.tar.gz"
+
+
+@pytest.mark.parametrize("train, test, key", [
+    ("fsdd_trim", "sc_digits_sample", "features.trim_db 25 vs None"),
+    ("fsdd", "sc_digits_sample_trim", "features.trim_db None vs 25"),
+    ("tts_digits", "speech_commands_sample", "features.sample_rate 8000 vs 16000"),
+])
+def test_cross_pair_with_other_features_is_refused_before_anything_runs(train, test, key):
+    """A model is scored only on features made as its own: the config says so at once, not
+    the evaluation job after the training has run."""
+    raw = yaml.safe_load((ROOT / "config.yaml").read_text())
+    raw["cross_evaluations"] = [{"train": train, "test": test}]
+    with pytest.raises(ConfigError, match=re.escape(key)):
+        validate(raw)
