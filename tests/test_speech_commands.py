@@ -462,28 +462,29 @@ def test_augmentation_in_training_only(sc_fixture, sc_raw, tmp_path, monkeypatch
     assert bank_speakers and bank_speakers <= TRAIN_NOISES
 
     seen: dict[str, list] = {"batches": [], "bank": []}
-    original_init, original_call = training.Augment.__init__, training.Augment.__call__
+    original_init, original_apply = training.Augment.__init__, training.Augment.apply
 
     def spy_init(self, *args, **kwargs):
         original_init(self, *args, **kwargs)
         seen["bank"].append(None if self.noise_bank is None else len(self.noise_bank))
 
-    def spy_call(self, raw):
+    def spy_apply(self, raw, draws):  # every augmented batch passes here
         seen["batches"].append(len(raw))
-        return original_call(self, raw)
+        return original_apply(self, raw, draws)
 
     monkeypatch.setattr(training.Augment, "__init__", spy_init)
-    monkeypatch.setattr(training.Augment, "__call__", spy_call)
+    monkeypatch.setattr(training.Augment, "apply", spy_apply)
     run = tmp_path / "run"
     training.train_model(h5_path, "cnn2d", cfg, 0, run / "model.pt", run / "history.csv",
                          device="cpu", threads=2)
     assert seen["bank"] == [int((labels == silence_index).sum())]
     assert sum(seen["batches"]) == 2 * counts["train"], "only training examples are augmented"
 
-    def no_augmentation(self, raw):
+    def no_augmentation(self, *args):
         raise AssertionError("evaluation must not augment")
 
-    monkeypatch.setattr(training.Augment, "__call__", no_augmentation)
+    monkeypatch.setattr(training.Augment, "apply", no_augmentation)
+    monkeypatch.setattr(training.Augment, "draw", no_augmentation)
     model, ckpt = load_checkpoint(run / "model.pt")
     valid = load_split(h5_path, "valid")
     x = training.normalise(valid.features, ckpt["normalization"]["mean"],
