@@ -285,9 +285,23 @@ class Augment:
                 np.random.default_rng(seed).beta(self.mixup, self.mixup, n)).float()
         return d
 
-    def apply(self, raw: torch.Tensor, d: dict[str, torch.Tensor]) -> torch.Tensor:
+    @property
+    def normalises_first(self) -> bool:
+        """Whether no perturbation acts before normalisation (noise, gain, rotation, warp)
+        and normalisation is with the train split's statistics: then the split can be
+        normalised once, before training (`apply(..., normalised=True)`), with the same
+        values, since normalisation is elementwise."""
+        return self.scope == "train_split" and not (
+            (self.noise_bank is not None and self.noise.probability > 0) or self.gain_db > 0
+            or self.rotation_deg > 0 or self.speed != (1.0, 1.0) or self.vtlp != (1.0, 1.0))
+
+    def apply(self, raw: torch.Tensor, d: dict[str, torch.Tensor], normalised: bool = False
+              ) -> torch.Tensor:
         """A raw (log-mel) training batch and its draws (on its device) -> the augmented,
-        normalised model input."""
+        normalised model input; `normalised`: the batch is normalised already (allowed when
+        `normalises_first`)."""
+        if normalised:
+            return self._after_normalisation(raw, d)
         if "noise_use" in d:
             ln10 = math.log(10.0)
             noise = self.noise_bank[d["noise_pick"]]
@@ -312,7 +326,11 @@ class Augment:
             out = nn.functional.grid_sample(plane, grid, mode="bilinear",
                                             padding_mode="border", align_corners=True)
             raw = out[:, 0].to(raw.dtype)
-        x = normalise_scoped(raw, self.mean, self.std, self.scope)
+        return self._after_normalisation(normalise_scoped(raw, self.mean, self.std, self.scope),
+                                         d)
+
+    def _after_normalisation(self, x: torch.Tensor, d: dict[str, torch.Tensor]
+                             ) -> torch.Tensor:
         if "shift" in d:
             frames = x.shape[-1]
             index = (torch.arange(frames, device=x.device)[None, :] - d["shift"][:, None]) \
@@ -338,10 +356,11 @@ class Augment:
         return mixed.to(x.dtype), target
 
     def apply_batch(self, raw: torch.Tensor, labels: torch.Tensor,
-                    d: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+                    d: dict[str, torch.Tensor], normalised: bool = False
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(model input, loss target): the target is `labels` itself, or soft targets
         [B, classes] (class probabilities, as CrossEntropyLoss accepts) under mixup."""
-        x = self.apply(raw, d)
+        x = self.apply(raw, d, normalised)
         if "lam" in d:
             return self.apply_mix(x, labels, d)
         return x, labels
@@ -424,6 +443,10 @@ class TrainStep:
         self.model, self.optimizer, self.loss_fn = model, optimizer, loss_fn
         self.batches, self.augment, self.mixed_precision = batches, augment, mixed_precision
         self.device = batches.features.device
+        # nothing perturbs the raw features: normalise the split once, not every batch
+        self.normalised = augment.normalises_first
+        if self.normalised:
+            batches.features = normalise_scoped(batches.features, augment.mean, augment.std)
         self.loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         self.correct = torch.zeros((), dtype=torch.int64, device=self.device)
 
@@ -434,7 +457,8 @@ class TrainStep:
              graph_safe: bool = False) -> None:
         """The step after zero_grad, on device tensors; also what a CUDA graph records."""
         y = self.batches.labels[index]
-        x, target = self.augment.apply_batch(self.batches.features[index], y, draws)
+        x, target = self.augment.apply_batch(self.batches.features[index], y, draws,
+                                             self.normalised)
         with _autocast(self.device, self.mixed_precision, cache=not graph_safe):
             logits = self.model(x)
             loss = self.loss_fn(logits.float(), target)

@@ -468,9 +468,9 @@ def test_augmentation_in_training_only(sc_fixture, sc_raw, tmp_path, monkeypatch
         original_init(self, *args, **kwargs)
         seen["bank"].append(None if self.noise_bank is None else len(self.noise_bank))
 
-    def spy_apply(self, raw, draws):  # every augmented batch passes here
+    def spy_apply(self, raw, draws, *args):  # every augmented batch passes here
         seen["batches"].append(len(raw))
-        return original_apply(self, raw, draws)
+        return original_apply(self, raw, draws, *args)
 
     monkeypatch.setattr(training.Augment, "__init__", spy_init)
     monkeypatch.setattr(training.Augment, "apply", spy_apply)

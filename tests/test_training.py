@@ -299,3 +299,19 @@ def test_better_epoch_rules():
     assert not better_epoch(worse_acc, best, "accuracy_then_loss")
     with pytest.raises(ValueError, match="selection"):
         TrainSettings.from_dict({"selection": "loss"})
+
+
+def test_normalising_the_split_once_trains_exactly_as_per_batch(tiny_features, tmp_path,
+                                                                 monkeypatch):
+    """With nothing acting on the raw features, the train split is normalised once before
+    training instead of every batch: the same weights and history, bit for bit."""
+    from pipeline import training
+
+    path, settings = tiny_features
+    s = _settings(settings, 2, spec_augment={"time_masks": 1}, time_shift_frames=2)
+    once = train_model(path, "conv1d", s, 3, tmp_path / "a/model.pt", tmp_path / "a/h.csv")
+    monkeypatch.setattr(training.Augment, "normalises_first", property(lambda self: False))
+    each = train_model(path, "conv1d", s, 3, tmp_path / "b/model.pt", tmp_path / "b/h.csv")
+    assert _same_weights(once["state_dict"], each["state_dict"])
+    ha, hb = (pd.read_csv(tmp_path / f"{x}/h.csv").drop(columns=TIMING) for x in "ab")
+    pd.testing.assert_frame_equal(ha, hb)
