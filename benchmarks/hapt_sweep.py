@@ -16,21 +16,14 @@ from __future__ import annotations
 
 import argparse
 import copy
-import logging
-import multiprocessing
 import os
-import tempfile
-import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
-import pandas as pd
 import yaml
 from gpu_check import build_features
+from sweep import run_sweep
 
 from pipeline.config import stage_settings, validate
-from pipeline.evaluation import evaluate_model
-from pipeline.training import train_model
 
 LECTURE = {"rotation_deg": 0.0, "time_shift_frames": 0, "spec_augment": {"time_masks": 0},
            "weight_decay": 0.0, "learning_rate": 3e-4, "batch_size": 128, "epochs": 25,
@@ -74,22 +67,6 @@ CONFIGS = {
 }
 
 
-def run(features: str, settings: dict, name: str, seed: int, threads: int,
-        model: str = "conv1d") -> dict:
-    logging.basicConfig(level=logging.WARNING)
-    t0 = time.monotonic()
-    with tempfile.TemporaryDirectory() as tmp:
-        ckpt = train_model(features, model, settings, seed, Path(tmp) / "model.pt",
-                           Path(tmp) / "history.csv", threads=threads)
-        metrics = evaluate_model(Path(tmp) / "model.pt", features, Path(tmp) / "eval",
-                                 threads=threads)
-    return {"config": name, "model": model, "seed": seed, "best_epoch": ckpt["epoch"],
-            "epochs_trained": ckpt["epochs_trained"],
-            "valid_accuracy": round(ckpt["valid_accuracy"], 4),
-            "test_accuracy": round(metrics["test_accuracy"], 4),
-            "device": ckpt.get("device", ""), "wall_s": round(time.monotonic() - t0, 1)}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -118,20 +95,10 @@ def main() -> None:
                                                   **model[0]}
         if args.epochs:
             settings["training"]["epochs"] = min(args.epochs, settings["training"]["epochs"])
-        jobs += [(str(features), settings, name, seed, args.threads, args.model)
+        jobs += [{"features": str(features), "settings": settings, "seed": seed,
+                  "threads": args.threads, "model": args.model, "config": name}
                  for seed in args.seeds]
-    rows = []
-    context = multiprocessing.get_context("spawn")  # CUDA in the workers
-    with ProcessPoolExecutor(args.jobs, mp_context=context) as pool:
-        for done in as_completed([pool.submit(run, *job) for job in jobs]):
-            rows.append(done.result())
-            print(rows[-1], flush=True)
-            pd.DataFrame(rows).to_csv(args.out / "hapt_sweep.csv", index=False)
-    table = pd.DataFrame(rows).groupby("config")[["valid_accuracy", "test_accuracy"]]
-    summary = table.agg(["mean", "std", "count"]).round(4)
-    summary.to_csv(args.out / "hapt_sweep_summary.csv")
-    print(summary.to_string())
-
+    run_sweep(jobs, args.jobs, args.out / "hapt_sweep.csv", ["config"])
 
 if __name__ == "__main__":
     main()

@@ -22,27 +22,23 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import logging
-import multiprocessing
 import os
-import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import pandas as pd
 import yaml
 from gpu_check import build_features
+from sweep import run_sweep
 
 from pipeline.config import stage_settings, validate
-from pipeline.evaluation import evaluate_model
-from pipeline.training import train_model
 
 LOSO = {"dataset": "fsdd", "split": "speaker_folds", "folds": 6}
 TRIM = {"features": {"trim_db": 25}}
 #: variants beside config.yaml's (fsdd_loso, fsdd_loso_aug, fsdd_loso_trim)
+#: ... each with fsdd_loso_aug's training (set in main)
 EXTRA_VARIANTS = {
-    "fsdd_loso_trim_aug": {**LOSO, **TRIM},  # training: fsdd_loso_aug's (below)
+    "fsdd_loso_trim_aug": {**LOSO, **TRIM},
     "fsdd_loso_trim_vspk": {**LOSO, **TRIM, "fold_valid": "next_speaker"},
 }
 ALL = ["cnn2d", "conv1d", "dense"]
@@ -51,7 +47,7 @@ CONFIGS = {
     "base": ("fsdd_loso", {}, ALL),
     "aug": ("fsdd_loso_aug", {}, ALL),
     "trim": ("fsdd_loso_trim", {}, ALL),
-    "trim_aug": ("fsdd_loso_trim_aug", "aug", ALL),
+    "trim_aug": ("fsdd_loso_trim_aug", {}, ALL),
     "trim_aug_e40": ("fsdd_loso_trim_aug", {"epochs": 40, "lr_drop_epoch": 30}, ["cnn2d"]),
     "trim_aug_mixup0.2": ("fsdd_loso_trim_aug", {"mixup": 0.2}, ["cnn2d"]),
     "trim_aug_trainnorm_gain6": ("fsdd_loso_trim_aug", {"normalisation": "train_split",
@@ -60,26 +56,10 @@ CONFIGS = {
                       ["cnn2d"]),
     "trim_aug_drop0.5": ("fsdd_loso_trim_aug", {}, ["cnn2d"], {"cnn2d": {"dropout": 0.5}}),
     "trim_aug_wd1e-3": ("fsdd_loso_trim_aug", {"weight_decay": 1e-3}, ["cnn2d"]),
-    "trim_aug_valid_speaker": ("fsdd_loso_trim_vspk", "aug", ["cnn2d"]),
+    "trim_aug_valid_speaker": ("fsdd_loso_trim_vspk", {}, ["cnn2d"]),
     "trim_aug_masks2": ("fsdd_loso_trim_aug", {"spec_augment": {
         "time_masks": 2, "time_width": 10, "freq_masks": 2, "freq_width": 6}}, ["cnn2d"]),
 }
-
-
-def run(features: str, settings: dict, name: str, fold: int, speaker: str, seed: int,
-        threads: int, model: str) -> dict:
-    logging.basicConfig(level=logging.WARNING)
-    t0 = time.monotonic()
-    with tempfile.TemporaryDirectory() as tmp:
-        ckpt = train_model(features, model, settings, seed, Path(tmp) / "model.pt",
-                           Path(tmp) / "history.csv", threads=threads)
-        metrics = evaluate_model(Path(tmp) / "model.pt", features, Path(tmp) / "eval",
-                                 threads=threads)
-    return {"config": name, "model": model, "fold": fold, "speaker": speaker, "seed": seed,
-            "best_epoch": ckpt["epoch"], "epochs_trained": ckpt["epochs_trained"],
-            "valid_accuracy": round(ckpt["valid_accuracy"], 4),
-            "test_accuracy": round(metrics["test_accuracy"], 4),
-            "device": ckpt.get("device", ""), "wall_s": round(time.monotonic() - t0, 1)}
 
 
 def main() -> None:
@@ -96,9 +76,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, help="cap every run's epochs (a smoke test)")
     args = parser.parse_args()
     raw = yaml.safe_load(Path("config.yaml").read_text())
-    raw.setdefault("variants", {}).update(EXTRA_VARIANTS)
+    aug = raw["variants"]["fsdd_loso_aug"]["training"]
+    raw["variants"].update({k: {**v, "training": aug} for k, v in EXTRA_VARIANTS.items()})
     config = validate(raw)
-    aug = stage_settings(config, "fsdd_loso_aug", "train")["training"]
     args.out.mkdir(parents=True, exist_ok=True)
     built: dict[str, tuple[Path, str]] = {}
     jobs = []
@@ -120,12 +100,7 @@ def main() -> None:
                 print(f"features {run_name}: {time.perf_counter() - t0:.1f} s", flush=True)
             features, speaker = built[key]
             settings = copy.deepcopy(stage_settings(config, run_name, "train"))
-            if overrides == "aug":
-                settings["training"] = copy.deepcopy(aug)
-            else:
-                if variant.startswith("fsdd_loso_trim_"):
-                    settings["training"] = copy.deepcopy(aug)
-                settings["training"].update(overrides)
+            settings["training"].update(overrides)
             if args.epochs:
                 settings["training"]["epochs"] = min(args.epochs, settings["training"]["epochs"])
             for model in models:
@@ -133,21 +108,10 @@ def main() -> None:
                 if params and model in params[0]:
                     s["model_params"][model] = {**s["model_params"].get(model, {}),
                                                 **params[0][model]}
-                jobs += [(str(features), s, name, fold, speaker, seed, args.threads, model)
-                         for seed in args.seeds]
-    rows = []
-    context = multiprocessing.get_context("spawn")  # CUDA in the workers
-    with ProcessPoolExecutor(args.jobs, mp_context=context) as pool:
-        for done in as_completed([pool.submit(run, *job) for job in jobs]):
-            rows.append(done.result())
-            print(rows[-1], flush=True)
-            pd.DataFrame(rows).to_csv(args.out / "loso_sweep.csv", index=False)
-    table = pd.DataFrame(rows).groupby(["config", "model"])[["valid_accuracy",
-                                                              "test_accuracy"]]
-    summary = table.agg(["mean", "std", "count"]).round(4)
-    summary.to_csv(args.out / "loso_sweep_summary.csv")
-    print(summary.to_string())
-
+                jobs += [{"features": str(features), "settings": s, "seed": seed,
+                          "threads": args.threads, "model": model, "config": name,
+                          "fold": fold, "speaker": speaker} for seed in args.seeds]
+    run_sweep(jobs, args.jobs, args.out / "loso_sweep.csv", ["config", "model"])
 
 if __name__ == "__main__":
     main()

@@ -278,12 +278,15 @@ class Augment:
             d["freq_start"], d["freq_stop"] = self._mask_spans(
                 n, self.spec.freq_masks, self.spec.freq_width, rows)
         if mixup and self.mixup > 0:
-            d["partner"] = torch.randperm(n, generator=g)
-            # Beta has no torch generator argument: numpy's, seeded from ours (resume-exact)
-            seed = int(torch.randint(0, 2**62, (1,), generator=g))
-            d["lam"] = torch.from_numpy(
-                np.random.default_rng(seed).beta(self.mixup, self.mixup, n)).float()
+            d.update(self._mix_draws(n))
         return d
+
+    def _mix_draws(self, n: int) -> dict[str, torch.Tensor]:
+        partner = torch.randperm(n, generator=self.generator)
+        # Beta has no torch generator argument: numpy's, seeded from ours (resume-exact)
+        seed = int(torch.randint(0, 2**62, (1,), generator=self.generator))
+        lam = np.random.default_rng(seed).beta(self.mixup, self.mixup, n)
+        return {"partner": partner, "lam": torch.from_numpy(lam).float()}
 
     @property
     def normalises_first(self) -> bool:
@@ -375,12 +378,7 @@ class Augment:
 
     def mix(self, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Draw for and mix one batch (mixup alone)."""
-        n = x.shape[0]
-        partner = torch.randperm(n, generator=self.generator)
-        seed = int(torch.randint(0, 2**62, (1,), generator=self.generator))
-        lam = torch.from_numpy(np.random.default_rng(seed).beta(self.mixup, self.mixup, n))
-        d = self._moved({"partner": partner, "lam": lam.float()}, x.device)
-        return self.apply_mix(x, labels, d)
+        return self.apply_mix(x, labels, self._moved(self._mix_draws(x.shape[0]), x.device))
 
     def batch(self, raw: torch.Tensor, labels: torch.Tensor
               ) -> tuple[torch.Tensor, torch.Tensor]:
