@@ -303,7 +303,45 @@ def check(config: dict[str, Any]) -> list[str]:
                 problems.append(f"config key cross_evaluations[{i}].{side}: unknown dataset "
                                 f"{pair[side]!r}")
     return problems or (_check_evaluation_only(config) + _check_noise_sources(config)
-                        + _check_cross_features(config))
+                        + _check_cross_features(config) + _check_ensembles(config))
+
+
+def _check_ensembles(config: dict[str, Any]) -> list[str]:
+    """Members that can be scored on one set of clips: known datasets and families, a
+    `test` that a cross_evaluations pair scores, one fold count for all, two predictions or
+    more, and a name that is not a dataset's."""
+    problems, known = [], set(DATASETS) | set(config.get("variants", {}))
+    pairs = {(p["train"], p["test"]) for p in config.get("cross_evaluations", [])}
+    for name, spec in config.get("ensembles", {}).items():
+        key = f"config key ensembles.{name}"
+        if name in known:
+            problems.append(f"{key}: the name of a dataset; give the ensemble its own name")
+        folds = set()
+        for i, member in enumerate(spec["members"]):
+            where, dataset, test = f"{key}.members[{i}]", member["dataset"], member["test"]
+            if dataset not in known:
+                problems.append(f"{where}.dataset: unknown dataset {dataset!r}")
+                continue
+            if member["model"] not in MODELS:
+                problems.append(f"{where}.model: unknown model family {member['model']!r}; "
+                                f"known: {list(MODELS)}")
+            if evaluation_only(config, dataset):
+                problems.append(f"{where}.dataset: {dataset} is evaluation-only: it trains no "
+                                "model (score the models of another dataset on it with `test`)")
+            if test is not None and (dataset, test) not in pairs:
+                problems.append(f"{where}.test: no cross_evaluations pair {{train: {dataset}, "
+                                f"test: {test}}} scores this model on {test}; add one")
+            if test is not None and fold_count(config, dataset):
+                problems.append(f"{where}.test: {dataset} runs in folds; a member scored on "
+                                "another test set must be one model")
+            folds.add(fold_count(config, dataset))
+        if len(folds) > 1:
+            problems.append(f"{key}.members: the datasets run in different numbers of folds "
+                            f"({sorted(folds)}); members must score the same test clips")
+        if len(spec["members"]) * len(config["seeds"]) < 2:
+            problems.append(f"{key}.members: one model with one seed is no ensemble; add "
+                            "members or seeds")
+    return problems
 
 
 def _check_cross_features(config: dict[str, Any]) -> list[str]:
@@ -494,6 +532,32 @@ def cross_pairs(config: dict[str, Any]) -> list[tuple[str, str]]:
     run = set(config["datasets"])
     return [(p["train"], p["test"]) for p in config.get("cross_evaluations", [])
             if p["train"] in run and p["test"] in run and p["train"] != p["test"]]
+
+
+def ensemble_runs(config: dict[str, Any]) -> list[str]:
+    """The ensembles this run scores (every member's dataset, model and test set runs):
+    each name, or `name/fold-k` for each fold when the members run in folds."""
+    run, models = set(config["datasets"]), set(config["models"])
+    out = []
+    for name, spec in config.get("ensembles", {}).items():
+        members = spec["members"]
+        if all(m["dataset"] in run and m["model"] in models
+               and (m["test"] is None or m["test"] in run) for m in members):
+            k = fold_count(config, members[0]["dataset"])
+            out += [f"{name}/fold-{i}" for i in range(k)] if k else [name]
+    return out
+
+
+def ensemble_members(config: dict[str, Any], run: str) -> list[dict[str, Any]]:
+    """The scored models of one ensemble run (`name` or `name/fold-k`): one per member and
+    seed, as {dataset, model, seed, test} with the dataset's fold where it has folds."""
+    name, fold = split_fold(run)
+    out = []
+    for member in config["ensembles"][name]["members"]:
+        dataset = member["dataset"] if fold is None else f"{member['dataset']}/fold-{fold}"
+        out += [{"dataset": dataset, "model": member["model"], "seed": seed,
+                 "test": member["test"]} for seed in config["seeds"]]
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

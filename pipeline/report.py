@@ -48,6 +48,8 @@ def collect_metrics(paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
         rows.append({
             "dataset": dataset,
             "test_dataset": test_dataset,
+            "evaluation": m.get("evaluation") or ("same" if dataset == test_dataset
+                                                  else "cross"),
             "model": m["model"],
             "seed": m["seed"],
             "fold": -1 if fold is None else fold,
@@ -72,7 +74,7 @@ def collect_metrics(paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
 def accuracy_table(per_run: pd.DataFrame, order: list[str] | None = None) -> pd.DataFrame:
     """Mean, standard deviation and count (n = seeds x folds) per (dataset, test dataset,
     model); the Wilson interval is kept only for a single run, where it means something."""
-    keys = ["dataset", "test_dataset", "model"]
+    keys = ["dataset", "test_dataset", "evaluation", "model"]
     grouped = per_run.groupby(keys, sort=False)
     table = grouped.agg(
         test_accuracy=("test_accuracy", "mean"),
@@ -94,12 +96,9 @@ def accuracy_table(per_run: pd.DataFrame, order: list[str] | None = None) -> pd.
     pooled = table["n"] > 1
     table.loc[pooled, ["ci_low", "ci_high"]] = float("nan")
     table.loc[table["n_folds"] == 1, "n_folds"] = 0  # not a fold variant (fold -1)
-    table.insert(2, "evaluation", ["same" if a == b else "cross"
-                                   for a, b in zip(table["dataset"], table["test_dataset"],
-                                                   strict=True)])
     rank = {name: i for i, name in enumerate(order or [])}
     table = table.assign(_d=table["dataset"].map(rank).fillna(len(rank)),
-                         _e=table["evaluation"].eq("cross"),
+                         _e=table["evaluation"].map({"same": 0, "cross": 1}).fillna(2),
                          _m=table["model"].map(family_rank))
     return table.sort_values(["_d", "_e", "test_dataset", "_m"]).drop(
         columns=["_d", "_e", "_m"]).reset_index(drop=True)
@@ -219,7 +218,8 @@ def dataset_settings_used(metrics_paths: Iterable[str | os.PathLike],
     used: dict[str, dict[str, dict]] = {}
     for path in metrics_paths:
         m = json.loads(Path(path).read_text())
-        if (m.get("test_dataset") or m["dataset"]) != m["dataset"]:
+        if (m.get("test_dataset") or m["dataset"]) != m["dataset"] or \
+                m.get("evaluation") == "ensemble":
             continue  # cross-dataset scores: the model's own dataset says what it used
         entry = used.setdefault(m["dataset"], {"features": {}, "training": {}, "models": {}})
         for key, value in (m.get("feature_params") or {}).items():

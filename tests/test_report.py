@@ -33,6 +33,9 @@ CONFIG = [
     + ", training: {batch_size: 16, epochs: 2}}",
     "variants={tts_stats: {dataset: tts_digits, model_params: {dense: {input: stats}}}}",
     "cross_evaluations=[{train: tts_digits, test: tts_stats}]",
+    # the same test clips scored two ways: a cross evaluation and a model of tts_stats
+    "ensembles={mixed: {members: [{dataset: tts_digits, model: cnn2d, test: tts_stats}, "
+    "{dataset: tts_stats, model: dense}]}}",
     "training={epochs: 2, batch_size: 32}",
 ]
 
@@ -224,7 +227,8 @@ def test_make_report_builds_the_report_of_the_run_made_with_config(made):
 def test_accuracy_table_rows_are_text_on_the_page_that_opens(made, page):
     workdir, _, _ = made
     csv = pd.read_csv(workdir / "results/summary/accuracy.csv")
-    assert len(csv) == 2 * 2 + 2  # 2 datasets x 2 families + 2 cross-dataset rows
+    assert len(csv) == 2 * 2 + 2 + 1  # 2 datasets x 2 families, 2 cross rows, an ensemble
+    assert list(csv["evaluation"]) == ["same"] * 2 + ["cross"] * 2 + ["same"] * 2 + ["ensemble"]
     assert list(csv["model"][:2]) == ["dense", "cnn2d"]  # the registry's order, not config's
     tables = [t for t in page.tables if t and t[0][:3] == ["dataset", "test set", "model"]]
     assert len(tables) == 1, page.tables
@@ -334,3 +338,23 @@ def test_both_evaluations_write_where_they_did_from_one_definition(made):
     rules = (ROOT / "workflow/rules/evaluation.smk").read_text()
     assert rules.count("evaluate_model.py") == 1 and rules.count("settings=settings_of") == 1
 
+
+def test_an_ensemble_averages_its_members_and_is_in_the_report(made):
+    workdir, _, with_config = made
+    out = workdir / "results/ensembles/mixed"
+    members = [workdir / "results/tts_digits/cnn2d/seed-0/cross/tts_stats",
+               workdir / "results/tts_stats/dense/seed-0"]
+    frames = [pd.read_csv(m / "predictions.csv").set_index("clip") for m in members]
+    combined = pd.read_csv(out / "predictions.csv").set_index("clip")
+    probs = [c for c in combined.columns if c.startswith("p_")]
+    assert sorted(combined.index) == sorted(frames[0].index) == sorted(frames[1].index)
+    mean = (frames[0].loc[combined.index, probs] + frames[1].loc[combined.index, probs]) / 2
+    assert (combined[probs] - mean).abs().to_numpy().max() < 2e-6
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [(m["dataset"], m["model"], m["test"]) for m in metrics["members"]] == [
+        ("tts_digits", "cnn2d", "tts_stats"), ("tts_stats", "dense", None)]
+    hits = (combined["predicted_label"].astype(str) == combined["true_label"].astype(str))
+    assert metrics["test_accuracy"] == pytest.approx(hits.mean())
+    assert (workdir / "results/logs/evaluate_ensemble/mixed.log").exists()
+    page_html = (workdir / "results/report.html").read_text()
+    assert "Ensembles" in page_html and with_config.returncode == 0

@@ -52,6 +52,28 @@ use rule evaluate_model as evaluate_cross_dataset with:
         f"results/logs/evaluate_cross_dataset/{{dataset}}/{{model}}/seed-{{seed}}/{{test}}.log",
 
 
+# Several scored models of the same test clips, their class probabilities averaged.
+rule evaluate_ensemble:
+    input:
+        unpack(ensemble_inputs),
+    output:
+        metrics="results/ensembles/{ensemble}/metrics.json",
+        predictions="results/ensembles/{ensemble}/predictions.csv",
+        confusion="results/ensembles/{ensemble}/confusion.csv",
+        figure=report(
+            "results/ensembles/{ensemble}/confusion.png",
+            caption="../report/ensemble.rst",
+            category="Ensembles",
+            labels={"ensemble": "{ensemble}"},
+        ),
+    log:
+        "results/logs/evaluate_ensemble/{ensemble}.log",
+    params:
+        members=members_of,
+    script:
+        "../scripts/evaluate_ensemble.py"
+
+
 rule plot_learning_curves:
     input:
         histories=expand(
