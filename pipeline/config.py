@@ -308,8 +308,8 @@ def check(config: dict[str, Any]) -> list[str]:
 
 def _check_ensembles(config: dict[str, Any]) -> list[str]:
     """Members that can be scored on one set of clips: known datasets and families, a
-    `test` that a cross_evaluations pair scores, one fold count for all, two predictions or
-    more, and a name that is not a dataset's."""
+    `test` that a cross_evaluations pair scores, one fold count for all, and a name that is
+    not a dataset's."""
     problems, known = [], set(DATASETS) | set(config.get("variants", {}))
     pairs = {(p["train"], p["test"]) for p in config.get("cross_evaluations", [])}
     for name, spec in config.get("ensembles", {}).items():
@@ -338,9 +338,6 @@ def _check_ensembles(config: dict[str, Any]) -> list[str]:
         if len(folds) > 1:
             problems.append(f"{key}.members: the datasets run in different numbers of folds "
                             f"({sorted(folds)}); members must score the same test clips")
-        if len(spec["members"]) * len(config["seeds"]) < 2:
-            problems.append(f"{key}.members: one model with one seed is no ensemble; add "
-                            "members or seeds")
     return problems
 
 
@@ -535,14 +532,16 @@ def cross_pairs(config: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def ensemble_runs(config: dict[str, Any]) -> list[str]:
-    """The ensembles this run scores (every member's dataset, model and test set runs):
-    each name, or `name/fold-k` for each fold when the members run in folds."""
+    """The ensembles this run scores (every member's dataset, model and test set runs, and
+    there are two models or more: a single member ensembles its seeds): each name, or
+    `name/fold-k` for each fold when the members run in folds."""
     run, models = set(config["datasets"]), set(config["models"])
     out = []
     for name, spec in config.get("ensembles", {}).items():
         members = spec["members"]
-        if all(m["dataset"] in run and m["model"] in models
-               and (m["test"] is None or m["test"] in run) for m in members):
+        runs = all(m["dataset"] in run and m["model"] in models
+                   and (m["test"] is None or m["test"] in run) for m in members)
+        if runs and len(members) * len(config["seeds"]) > 1:
             k = fold_count(config, members[0]["dataset"])
             out += [f"{name}/fold-{i}" for i in range(k)] if k else [name]
     return out

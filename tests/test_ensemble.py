@@ -148,6 +148,16 @@ def test_folded_members_ensemble_fold_by_fold_with_every_seed():
                                           models=["dense"], ensembles={"loso": LOSO_PAIR}))) == []
 
 
+def test_one_member_ensembles_its_seeds():
+    one = {"members": [{"dataset": "fsdd_loso_trim", "model": "cnn2d"}]}
+    config = validate(_config(datasets=["fsdd_loso_trim"], models=["cnn2d"], seeds=[0, 1, 2],
+                              ensembles={"seeds": one}))
+    assert [m["seed"] for m in ensemble_members(config, "seeds/fold-0")] == [0, 1, 2]
+    # with one seed it would be no ensemble: it does not run
+    assert ensemble_runs(validate(_config(datasets=["fsdd_loso_trim"], models=["cnn2d"],
+                                          ensembles={"seeds": one}))) == []
+
+
 def test_members_scored_on_a_cross_evaluation_test_set():
     members = {"members": [
         {"dataset": "fsdd", "model": "cnn2d", "test": "sc_digits_sample"},
@@ -169,7 +179,6 @@ def test_members_scored_on_a_cross_evaluation_test_set():
      "no cross_evaluations pair {train: fsdd, test: tts_digits}"),
     ({"e": {"members": [{"dataset": "fsdd_loso", "model": "cnn2d"},
                         {"dataset": "fsdd", "model": "cnn2d"}]}}, "different numbers of folds"),
-    ({"e": {"members": [{"dataset": "fsdd", "model": "cnn2d"}]}}, "no ensemble"),
     ({"fsdd_trim": LOSO_PAIR}, "the name of a dataset"),
     ({"e": {"members": [{"dataset": "sc_digits_sample", "model": "cnn2d"},
                         {"dataset": "fsdd", "model": "cnn2d"}]}}, "evaluation-only"),
