@@ -158,6 +158,19 @@ def test_one_member_ensembles_its_seeds():
                                           ensembles={"seeds": one}))) == []
 
 
+def test_a_missing_pair_is_refused_only_where_the_ensemble_would_run():
+    """Another run may replace cross_evaluations (--config): config.yaml's ensembles over
+    datasets it does not run must not stop it."""
+    members = {"members": [{"dataset": "fsdd", "model": "cnn2d", "test": "sc_digits_sample"},
+                           {"dataset": "fsdd", "model": "dense", "test": "sc_digits_sample"}]}
+    config = validate(_config(cross_evaluations=[], ensembles={"sc": members}))
+    assert ensemble_runs(config) == []
+    with pytest.raises(ConfigError, match=re.escape(
+            "pair {train: fsdd, test: sc_digits_sample} scores this model")):
+        validate(_config(datasets=["fsdd", "sc_digits_sample"], cross_evaluations=[],
+                         ensembles={"sc": members}))
+
+
 def test_members_scored_on_a_cross_evaluation_test_set():
     members = {"members": [
         {"dataset": "fsdd", "model": "cnn2d", "test": "sc_digits_sample"},
@@ -174,9 +187,9 @@ def test_members_scored_on_a_cross_evaluation_test_set():
                         {"dataset": "fsdd", "model": "cnn2d"}]}}, "unknown dataset 'fsdd_lost'"),
     ({"e": {"members": [{"dataset": "fsdd", "model": "resnet"},
                         {"dataset": "fsdd", "model": "cnn2d"}]}}, "unknown model family"),
-    ({"e": {"members": [{"dataset": "fsdd", "model": "cnn2d", "test": "tts_digits"},
-                        {"dataset": "fsdd", "model": "dense", "test": "tts_digits"}]}},
-     "no cross_evaluations pair {train: fsdd, test: tts_digits}"),
+    ({"e": {"members": [{"dataset": "tts_digits", "model": "cnn2d", "test": "mnist"},
+                        {"dataset": "tts_digits", "model": "dense", "test": "mnist"}]}},
+     "no cross_evaluations pair {train: tts_digits, test: mnist}"),
     ({"e": {"members": [{"dataset": "fsdd_loso", "model": "cnn2d"},
                         {"dataset": "fsdd", "model": "cnn2d"}]}}, "different numbers of folds"),
     ({"fsdd_trim": LOSO_PAIR}, "the name of a dataset"),

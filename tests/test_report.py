@@ -298,7 +298,7 @@ def test_table_rows_are_on_screen_and_the_top_of_the_page_is_reachable(made, tmp
                      .replace("&lt;", "<").replace("&gt;", ">"))
     assert out["title"]["text"] == "Spoken-word and digit recognition"
     assert out["title"]["top"] >= 0, "the top of the overview is scrolled out of reach"
-    assert len(out["rows"]) == 6 + 2  # accuracy rows, settings rows
+    assert len(out["rows"]) == 7 + 2  # accuracy rows (6 models, 1 ensemble), settings rows
     for row in out["rows"]:
         assert row["width"] > 0 and row["height"] > 0 and row["seen"], row
         assert row["text"].strip()
