@@ -312,12 +312,6 @@ def _check_ensembles(config: dict[str, Any]) -> list[str]:
     not a dataset's."""
     problems, known = [], set(DATASETS) | set(config.get("variants", {}))
     pairs = {(p["train"], p["test"]) for p in config.get("cross_evaluations", [])}
-    run, models = set(config["datasets"]), set(config["models"])
-
-    def would_run(spec: dict[str, Any]) -> bool:  # (another run may set other pairs)
-        return all(m["dataset"] in run and m["model"] in models
-                   and (m["test"] is None or m["test"] in run) for m in spec["members"])
-
     for name, spec in config.get("ensembles", {}).items():
         key = f"config key ensembles.{name}"
         if name in known:
@@ -334,7 +328,8 @@ def _check_ensembles(config: dict[str, Any]) -> list[str]:
             if evaluation_only(config, dataset):
                 problems.append(f"{where}.dataset: {dataset} is evaluation-only: it trains no "
                                 "model (score the models of another dataset on it with `test`)")
-            if test is not None and (dataset, test) not in pairs and would_run(spec):
+            # (only where it would run: another run may replace cross_evaluations)
+            if test is not None and (dataset, test) not in pairs and _members_run(config, spec):
                 problems.append(f"{where}.test: no cross_evaluations pair {{train: {dataset}, "
                                 f"test: {test}}} scores this model on {test}; add one")
             if test is not None and fold_count(config, dataset):
@@ -537,19 +532,22 @@ def cross_pairs(config: dict[str, Any]) -> list[tuple[str, str]]:
             if p["train"] in run and p["test"] in run and p["train"] != p["test"]]
 
 
+def _members_run(config: dict[str, Any], spec: dict[str, Any]) -> bool:
+    """Whether every member's dataset, model family and test set is in this run."""
+    return all(m["dataset"] in config["datasets"] and m["model"] in config["models"]
+               and (m["test"] is None or m["test"] in config["datasets"])
+               for m in spec["members"])
+
+
 def ensemble_runs(config: dict[str, Any]) -> list[str]:
     """The ensembles this run scores (every member's dataset, model and test set runs, and
     there are two models or more: a single member ensembles its seeds): each name, or
-    `name/fold-k` for each fold when the members run in folds."""
-    run, models = set(config["datasets"]), set(config["models"])
-    pairs = set(cross_pairs(config))
+    `name/fold-k` for each fold when the members run in folds. (Validation has refused a
+    member's missing cross_evaluations pair wherever its ensemble runs.)"""
     out = []
     for name, spec in config.get("ensembles", {}).items():
         members = spec["members"]
-        runs = all(m["dataset"] in run and m["model"] in models
-                   and (m["test"] is None or (m["dataset"], m["test"]) in pairs)
-                   for m in members)
-        if runs and len(members) * len(config["seeds"]) > 1:
+        if _members_run(config, spec) and len(members) * len(config["seeds"]) > 1:
             k = fold_count(config, members[0]["dataset"])
             out += [f"{name}/fold-{i}" for i in range(k)] if k else [name]
     return out
