@@ -54,22 +54,38 @@ def probability_columns(frame: pd.DataFrame) -> list[str]:
     return [c for c in frame.columns if c.startswith("p_")]
 
 
+def clip_keys(clips: pd.Series) -> pd.Series:
+    """The ids by which members' clips are matched. A composite's clip ids carry their
+    source (`fsdd_loso/0_george_0` in fsdd_loso_plus): when every id of a member has the
+    same first path component, it is dropped, so a composite's test clips match those of
+    its test source's own variants. Ids whose first components differ (Speech Commands'
+    `zero/...`, `one/...`) stay whole."""
+    parts = clips.astype(str).str.split("/", n=1)
+    heads = {p[0] for p in parts}
+    if len(heads) == 1 and all(len(p) == 2 for p in parts):
+        return parts.str[1]
+    return clips.astype(str)
+
+
 def combine_predictions(frames: Sequence[pd.DataFrame], names: Sequence[str]) -> pd.DataFrame:
     """The mean of the members' class probabilities per clip, in the first member's clip
-    order, with the predicted label and its probability (predictions.csv's columns).
+    order (and with its clip ids), with the predicted label and its probability
+    (predictions.csv's columns).
 
-    Every member must have scored exactly the same clips with the same true labels and the
-    same label names; otherwise the mean would mix different questions, so it is refused."""
+    Every member must have scored exactly the same clips (matched by `clip_keys`) with the
+    same true labels and the same label names; otherwise the mean would mix different
+    questions, so it is refused."""
     if len(frames) < 2:
         raise ValueError("an ensemble needs at least two members' predictions")
-    first = frames[0].set_index("clip")
+    frames = [f.assign(key=clip_keys(f["clip"])) for f in frames]
+    first = frames[0].set_index("key")
     labels = probability_columns(frames[0])
     total = np.zeros((len(first), len(labels)))
     for frame, name in zip(frames, names, strict=True):
         if probability_columns(frame) != labels:
             raise ValueError(f"{name} has classes {probability_columns(frame)}, the first "
                              f"member {labels}: members must share one label set")
-        frame = frame.set_index("clip")
+        frame = frame.set_index("key")
         missing, extra = first.index.difference(frame.index), frame.index.difference(
             first.index)
         if len(missing) or len(extra) or frame.index.has_duplicates:

@@ -18,7 +18,7 @@ import yaml
 from conftest import ROOT
 from pipeline import report
 from pipeline.config import ConfigError, ensemble_members, ensemble_runs, validate
-from pipeline.ensemble import Member, combine_predictions, evaluate_ensemble
+from pipeline.ensemble import Member, clip_keys, combine_predictions, evaluate_ensemble
 
 LABELS = ["a", "b", "c"]
 
@@ -58,6 +58,19 @@ def test_members_are_matched_clip_by_clip_not_row_by_row():
     shuffled = _predictions(B).iloc[[2, 0, 3, 1]].reset_index(drop=True)
     assert combine_predictions([_predictions(A), shuffled], ["A", "B"]).equals(
         combine_predictions([_predictions(A), _predictions(B)], ["A", "B"]))
+
+
+def test_a_composites_source_prefixed_ids_match_its_sources_ids():
+    plain = _predictions(A)
+    composite = _predictions(B, clips=[f"fsdd_loso/clip{i}" for i in range(4)])
+    out = combine_predictions([plain, composite], ["plain", "composite"])
+    assert list(out["clip"]) == [f"clip{i}" for i in range(4)]  # the first member's ids
+    assert out["p_a"][0] == pytest.approx(0.6)
+    # ids whose first components differ (Speech Commands' word folders) stay whole
+    words = [f"{w}/x_nohash_0" for w in ("zero", "one", "two", "three")]
+    assert list(clip_keys(pd.Series(words))) == words
+    with pytest.raises(ValueError, match="scored other clips"):
+        combine_predictions([_predictions(A, clips=words), plain], ["words", "plain"])
 
 
 def test_members_that_scored_other_clips_labels_or_classes_are_refused():
