@@ -21,13 +21,8 @@ import numpy as np
 import pandas as pd
 
 from pipeline import provenance
-from pipeline.evaluation import (
-    classification_metrics,
-    confusion_table,
-    per_speaker_accuracy,
-    plot_confusion,
-)
-from pipeline.io import atomic_path, write_json, write_table
+from pipeline.evaluation import score_predictions
+from pipeline.io import write_json, write_table
 
 log = logging.getLogger(__name__)
 
@@ -131,14 +126,9 @@ def evaluate_ensemble(members: Sequence[Member],
     index = {label: i for i, label in enumerate(label_names)}
     y_true = combined["true_label"].map(index).to_numpy()
     y_pred = combined["predicted_label"].map(index).to_numpy()
-    table = confusion_table(y_true, y_pred, label_names)
-    with atomic_path(out_dir / "confusion.csv") as tmp:
-        table.to_csv(tmp)
-    scores = classification_metrics(y_true, y_pred, label_names)
-    scores["per_speaker"] = per_speaker_accuracy(combined["speaker"].astype(str).tolist(),
-                                                 y_true, y_pred)
-    plot_confusion(table, f"{name}: mean of {len(members)} models "
-                   f"(accuracy {scores['test_accuracy']:.3f})", out_dir / "confusion.png")
+    scores = score_predictions(y_true, y_pred, label_names,
+                               combined["speaker"].astype(str).tolist(), out_dir,
+                               f"{name}: mean of {len(members)} models")
     seeds = sorted({m.seed for m in members})
     scores.update({
         "dataset": name,

@@ -103,6 +103,21 @@ def plot_confusion(table: pd.DataFrame, title: str, path: str | os.PathLike) -> 
     plt.close(fig)
 
 
+def score_predictions(y_true: np.ndarray, y_pred: np.ndarray, label_names: list[str],
+                      speakers: list[str], out_dir: Path, title: str) -> dict[str, Any]:
+    """Metrics (with per-speaker accuracy) of predicted class indices, and confusion.csv
+    and confusion.png in `out_dir` (a model's evaluation and an ensemble's alike); `title`
+    gets the accuracy appended."""
+    table = confusion_table(y_true, y_pred, label_names)
+    with atomic_path(out_dir / "confusion.csv") as tmp:
+        table.to_csv(tmp)
+    metrics = classification_metrics(y_true, y_pred, label_names)
+    metrics["per_speaker"] = per_speaker_accuracy(speakers, y_true, y_pred)
+    plot_confusion(table, f"{title} (accuracy {metrics['test_accuracy']:.3f})",
+                   out_dir / "confusion.png")
+    return metrics
+
+
 def check_compatible(ckpt: dict[str, Any], attrs: dict[str, Any], test_name: str) -> None:
     if list(ckpt["label_names"]) != list(attrs["label_names"]):
         raise ValueError(f"model labels {ckpt['label_names']} differ from {test_name}'s "
@@ -148,13 +163,8 @@ def evaluate_model(model_pt: str | os.PathLike, features_h5: str | os.PathLike,
         predictions[f"p_{name}"] = probs[:, i].numpy().round(6)
     write_table(out_dir / "predictions.csv", predictions)
 
-    table = confusion_table(y_true, y_pred, names)
-    with atomic_path(out_dir / "confusion.csv") as tmp:
-        table.to_csv(tmp)
-    metrics = classification_metrics(y_true, y_pred, names)
-    metrics["per_speaker"] = per_speaker_accuracy(test.speakers, y_true, y_pred)
-    plot_confusion(table, title or f"{ckpt['dataset']} {ckpt['model']} "
-                   f"(accuracy {metrics['test_accuracy']:.3f})", out_dir / "confusion.png")
+    metrics = score_predictions(y_true, y_pred, names, test.speakers, out_dir,
+                                title or f"{ckpt['dataset']} {ckpt['model']}")
     metrics.update({
         "dataset": ckpt["dataset"],
         "test_dataset": str(attrs.get("dataset", "")),

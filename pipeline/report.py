@@ -218,9 +218,9 @@ def dataset_settings_used(metrics_paths: Iterable[str | os.PathLike],
     used: dict[str, dict[str, dict]] = {}
     for path in metrics_paths:
         m = json.loads(Path(path).read_text())
-        if (m.get("test_dataset") or m["dataset"]) != m["dataset"] or \
-                m.get("evaluation") == "ensemble":
-            continue  # cross-dataset scores: the model's own dataset says what it used
+        if (m.get("test_dataset") or m["dataset"]) != m["dataset"]:
+            continue  # cross-dataset scores (and ensembles, never named as their test set):
+            # the model's own dataset says what it used
         entry = used.setdefault(m["dataset"], {"features": {}, "training": {}, "models": {}})
         for key, value in (m.get("feature_params") or {}).items():
             if key not in _FEATURE_SKIP:
