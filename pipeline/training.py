@@ -63,6 +63,26 @@ class NoiseMix:
     snr_db: tuple[float, float] | None = None  # instead of volume
 
 
+@dataclass(frozen=True)
+class Reverb:
+    """Room reverberation of the log-mels (see Augment): the share of examples that get it,
+    the reverberation time T60 (seconds for the energy to fall 60 dB) and the
+    direct-to-reverberant energy ratio, each drawn uniformly per example."""
+
+    probability: float = 0.0
+    t60_s: tuple[float, float] = (0.2, 0.8)
+    drr_db: tuple[float, float] = (0.0, 10.0)
+
+    def __post_init__(self) -> None:
+        lo, hi = self.t60_s
+        if not 0 < lo <= hi:
+            raise ValueError(f"training.reverb.t60_s: [{lo}, {hi}] is not a range 0 < low <= "
+                             "high")
+        lo, hi = self.drr_db
+        if not lo <= hi:
+            raise ValueError(f"training.reverb.drr_db: [{lo}, {hi}] is not a range low <= high")
+
+
 #: how the best epoch is chosen: by validation accuracy alone (the first epoch to reach the
 #: highest), or, among epochs of equal accuracy, by lower validation loss (a validation set
 #: that saturates, e.g. at 1.0, then still tells later, better-fitted epochs apart)
@@ -92,6 +112,7 @@ class TrainSettings:
     spec_augment: SpecAugment = SpecAugment()
     time_shift_frames: int = 0
     noise: NoiseMix = NoiseMix()
+    reverb: Reverb = Reverb()
     patience: int = 0
     speed: tuple[float, float] = (1.0, 1.0)
     vtlp: tuple[float, float] = (1.0, 1.0)
@@ -122,6 +143,8 @@ class TrainSettings:
             SpecAugment, kwargs.get("spec_augment"), "training.spec_augment"))
         kwargs["noise"] = NoiseMix(**strict_fields(NoiseMix, kwargs.get("noise"),
                                                    "training.noise"))
+        kwargs["reverb"] = Reverb(**strict_fields(Reverb, kwargs.get("reverb"),
+                                                  "training.reverb"))
         return cls(**kwargs)
 
 
@@ -167,6 +190,13 @@ class Augment:
     training step can be one CUDA graph (`CudaGraphStep`). In order, on a raw (log-mel)
     batch:
 
+    - reverberation (audio), a room's late reverberation in the power domain of each mel
+      band: P'[t] = P[t] + g sum_k P[t - k] 10^(-6 k h / T60) for k = 1 .. T60/h frames
+      of h seconds (the exponentially decaying energy envelope of Polack's statistical
+      room model, one T60 for every band), g set so that the tail holds 10^(-DRR/10) of
+      the direct energy; T60 and DRR drawn per example (on the mel power, the features'
+      log offset taken off first). A tail smears each frame into the following ones and
+      fills the pauses, as a room does to a close-talking recording;
     - noise, mixed in the power domain, log10(10**x + v * 10**n), with n a training example
       of the noise class (e.g. Speech Commands' `silence`, cut from the train-reserved
       background recordings; of this dataset or of `noise.source`), v drawn from `volume`
@@ -190,9 +220,18 @@ class Augment:
     def __init__(self, settings: TrainSettings, generator: torch.Generator,
                  mean: torch.Tensor, std: torch.Tensor,
                  noise_bank: torch.Tensor | None = None, n_classes: int | None = None,
-                 channels: list[str] | None = None) -> None:
+                 channels: list[str] | None = None, frame_seconds: float | None = None,
+                 log_offset: float = 0.0) -> None:
         self.spec, self.noise, self.shift = (settings.spec_augment, settings.noise,
                                              settings.time_shift_frames)
+        self.reverb = settings.reverb
+        if self.reverb.probability > 0 and not frame_seconds:
+            raise ValueError("training.reverb needs audio features (log-mels with a frame hop, "
+                             "hop_ms); these features have none")
+        # tail frames: up to the longest T60, where the energy is 60 dB down
+        self.tail = (math.ceil(self.reverb.t60_s[1] / frame_seconds)
+                     if self.reverb.probability > 0 else 0)
+        self.frame_seconds, self.log_offset = frame_seconds, log_offset
         self.speed, self.vtlp = tuple(settings.speed), tuple(settings.vtlp)
         self.gain_db, self.mixup = settings.gain_db, settings.mixup
         self.scope = settings.normalisation
@@ -257,6 +296,10 @@ class Augment:
         batch's [n, rows, steps]. Resume exactness rests on this order never changing."""
         n, rows, steps = shape
         g, d = self.generator, {}
+        if self.reverb.probability > 0:
+            d["reverb_use"] = torch.rand(n, generator=g) < self.reverb.probability
+            d["reverb_t60"] = self._uniform(n, *self.reverb.t60_s)
+            d["reverb_drr"] = self._uniform(n, *self.reverb.drr_db)
         if self.noise_bank is not None and self.noise.probability > 0:
             d["noise_use"] = torch.rand(n, generator=g) < self.noise.probability
             d["noise_pick"] = torch.randint(0, len(self.noise_bank), (n,), generator=g)
@@ -290,12 +333,14 @@ class Augment:
 
     @property
     def normalises_first(self) -> bool:
-        """Whether no perturbation acts before normalisation (noise, gain, rotation, warp)
+        """Whether no perturbation acts before normalisation (reverb, noise, gain, rotation,
+        warp)
         and normalisation is with the train split's statistics: then the split can be
         normalised once, before training (`apply(..., normalised=True)`), with the same
         values, since normalisation is elementwise."""
         return self.scope == "train_split" and not (
-            (self.noise_bank is not None and self.noise.probability > 0) or self.gain_db > 0
+            self.reverb.probability > 0
+            or (self.noise_bank is not None and self.noise.probability > 0) or self.gain_db > 0
             or self.rotation_deg > 0 or self.speed != (1.0, 1.0) or self.vtlp != (1.0, 1.0))
 
     def apply(self, raw: torch.Tensor, d: dict[str, torch.Tensor], normalised: bool = False
@@ -305,6 +350,8 @@ class Augment:
         `normalises_first`)."""
         if normalised:
             return self._after_normalisation(raw, d)
+        if "reverb_use" in d:
+            raw = torch.where(d["reverb_use"][:, None, None], self._reverberate(raw, d), raw)
         if "noise_use" in d:
             ln10 = math.log(10.0)
             noise = self.noise_bank[d["noise_pick"]]
@@ -331,6 +378,25 @@ class Augment:
             raw = out[:, 0].to(raw.dtype)
         return self._after_normalisation(normalise_scoped(raw, self.mean, self.std, self.scope),
                                          d)
+
+    def _reverberate(self, raw: torch.Tensor, d: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Every example of the batch reverberated (see the class docstring): the decaying
+        tail as a per-example causal filter over frames, applied as one batched matmul
+        with its [steps, steps] Toeplitz matrix (all terms >= 0, so the log stays finite)."""
+        steps, tail = raw.shape[-1], self.tail
+        k = torch.arange(1, tail + 1, device=raw.device, dtype=torch.float32)
+        decay = torch.pow(10.0, -6.0 * k[None, :] * self.frame_seconds
+                          / d["reverb_t60"][:, None])  # [n, tail]
+        gain = torch.pow(10.0, -d["reverb_drr"] / 10.0) / decay.sum(1)
+        taps = torch.cat([torch.ones_like(gain)[:, None], gain[:, None] * decay,
+                          torch.zeros_like(gain)[:, None]], 1)  # [n, tail + 2], last: 0
+        lag = (torch.arange(steps, device=raw.device)[None, :]
+               - torch.arange(steps, device=raw.device)[:, None])  # [source, target]: t - s
+        lag = torch.where((lag >= 0) & (lag <= tail), lag, tail + 1)
+        toeplitz = taps[:, lag]  # [n, steps (source), steps (target)]
+        # the features are log10(mel + log_offset): reverberate the mel power, not the floor
+        power = (torch.exp(raw.float() * math.log(10.0)) - self.log_offset).clamp_min(0.0)
+        return torch.log10(power @ toeplitz + self.log_offset).to(raw.dtype)
 
     def _after_normalisation(self, x: torch.Tensor, d: dict[str, torch.Tensor]
                              ) -> torch.Tensor:
@@ -617,6 +683,12 @@ class TrainingData:
     def input_shape(self) -> tuple[int, int]:
         return tuple(self.train.features.shape[1:])
 
+    @property
+    def frame_seconds(self) -> float | None:
+        """Audio: the log-mels' frame hop in seconds (None for other modalities)."""
+        hop = self.attrs.get("hop_ms")
+        return float(hop) / 1000.0 if hop is not None else None
+
 
 def load_training_data(features_h5: str | os.PathLike,
                        normalisation: str = "train_split") -> TrainingData:
@@ -693,7 +765,9 @@ def build_trainer(data: TrainingData, model_name: str, model_params: dict[str, A
     if noise_bank is None and ts.noise.label in names:
         noise_bank = data.train.features[data.train.labels == names.index(ts.noise.label)]
     augment = Augment(ts, torch.Generator().manual_seed(seed + 1_000_003), data.mean, data.std,
-                      noise_bank, n_classes=len(names), channels=data.channels).to(device)
+                      noise_bank, n_classes=len(names), channels=data.channels,
+                      frame_seconds=data.frame_seconds,
+                      log_offset=float(data.attrs.get("log_offset", 0.0))).to(device)
     model = build_model(model_name, model_params, data.input_shape, len(names)).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=ts.learning_rate,
                                  weight_decay=ts.weight_decay, capturable=graphs)

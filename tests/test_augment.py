@@ -1,7 +1,7 @@
-"""Training augmentations for unseen voices: speed, VTLP, gain, mixup, per-utterance
-normalisation. Each keeps shapes, is seeded from the Augment generator, touches training
-batches only, and per-utterance normalisation travels in the checkpoint to evaluate and
-predict."""
+"""Training augmentations for unseen voices: speed, VTLP, gain, mixup, reverberation,
+per-utterance normalisation. Each keeps shapes, is seeded from the Augment generator,
+touches training batches only, and per-utterance normalisation travels in the checkpoint to
+evaluate and predict."""
 
 from __future__ import annotations
 
@@ -31,7 +31,9 @@ OPTIONS = {
     "vtlp": {"vtlp": [0.8, 1.2]},
     "gain": {"gain_db": 6.0},
     "mixup": {"mixup": 0.4},
+    "reverb": {"reverb": {"probability": 1.0}},
 }
+FRAME_S = 0.01  # a 10 ms hop, as the audio features'
 
 
 def _batch(seed: int = 0, n: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
@@ -43,7 +45,8 @@ def _batch(seed: int = 0, n: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
 def _augment(seed: int = 0, **training_values) -> Augment:
     ts = TrainSettings.from_dict(training_values)
     return Augment(ts, torch.Generator().manual_seed(seed), torch.full((ROWS,), -3.0),
-                   torch.ones(ROWS), n_classes=CLASSES)
+                   torch.ones(ROWS), n_classes=CLASSES, frame_seconds=FRAME_S,
+                   log_offset=1e-6)
 
 
 def _run(aug: Augment, raw: torch.Tensor, labels: torch.Tensor):
@@ -97,6 +100,12 @@ def test_settings_refuse_a_bad_range_or_scope():
         TrainSettings.from_dict({"normalisation": "global"})
     with pytest.raises(ValueError, match="training: unknown parameters"):
         TrainSettings.from_dict({"speed_perturb": [0.9, 1.1]})
+    with pytest.raises(ValueError, match="training.reverb.t60_s"):
+        TrainSettings.from_dict({"reverb": {"t60_s": [0.0, 0.5]}})
+    with pytest.raises(ValueError, match="training.reverb.drr_db"):
+        TrainSettings.from_dict({"reverb": {"drr_db": [10, 0]}})
+    with pytest.raises(ValueError, match="training.reverb: unknown parameters"):
+        TrainSettings.from_dict({"reverb": {"rt60": [0.3, 0.5]}})
 
 
 # ------------------------------------------------------------------------------ semantics
@@ -125,6 +134,53 @@ def test_gain_is_one_offset_per_example_within_the_range():
     offset = (aug(raw) - normalise(raw, aug.mean, aug.std)).flatten(1)
     assert torch.allclose(offset, offset[:, :1].expand_as(offset), atol=1e-5)
     assert (offset.abs() <= 0.6 + 1e-6).all() and offset[:, 0].std() > 0
+
+
+def _reverb(t60: float, drr: float, **extra) -> Augment:
+    return _augment(0, reverb={"probability": 1.0, "t60_s": [t60, t60], "drr_db": [drr, drr],
+                               **extra})
+
+
+def test_reverb_leaves_a_tail_that_decays_60_db_in_t60():
+    """One loud frame in silence: the frame keeps its power, the frames after it get a tail
+    whose level falls by 60 dB over T60 and whose energy is 10^(-DRR/10) of the click's."""
+    raw = torch.full((1, ROWS, STEPS), -6.0)  # log10(0 + log_offset): the features' silence
+    raw[:, :, 20] = 2.0
+    aug = _reverb(0.4, 6.0)
+    out = aug.apply(raw, aug._moved(aug.draw(raw.shape), raw.device), normalised=False)
+    x = out * aug.std[:, None] + aug.mean[:, None]  # undo normalisation (raw log10 power)
+    assert torch.allclose(x[0, :, :20], raw[0, :, :20], atol=1e-4)  # nothing before: causal
+    assert torch.allclose(x[0, :, 20], torch.full((ROWS,), 2.0), atol=1e-3)
+    tail = x[0, 0, 21:41]  # the first half of T60 (40 frames of 10 ms), far above the floor
+    slope = (tail[-1] - tail[0]) / (len(tail) - 1)  # log10 units per frame
+    assert slope == pytest.approx(-6.0 * FRAME_S / 0.4, rel=1e-3)
+    energy = (torch.pow(10.0, x[0, 0, 21:].double()) - 1e-6).sum()
+    assert energy / 100.0 == pytest.approx(10 ** -0.6, rel=1e-2)
+    assert torch.allclose(x[0, :, 20 + 41:], raw[0, :, 20 + 41:], atol=1e-4)  # past T60: gone
+
+
+def test_reverb_fills_pauses_more_with_longer_t60_and_lower_drr():
+    raw = torch.full((1, ROWS, STEPS), -6.0)
+    raw[:, :, 10:30] = 1.0  # a word, then a pause
+    def level_in_pause(t60, drr):
+        aug = _reverb(t60, drr)
+        return aug(raw)[0, :, 40].mean().item()
+    assert level_in_pause(0.6, 0.0) > level_in_pause(0.3, 0.0) > level_in_pause(0.1, 0.0)
+    assert level_in_pause(0.6, 0.0) > level_in_pause(0.6, 10.0)
+
+
+def test_reverb_probability_picks_examples():
+    raw, _ = _batch(n=64)
+    aug = _augment(0, reverb={"probability": 0.5})
+    changed = ~torch.isclose(aug(raw), normalise(raw, aug.mean, aug.std), atol=1e-5).flatten(
+        1).all(1)
+    assert 16 < changed.sum() < 48
+
+
+def test_reverb_needs_audio_frames():
+    ts = TrainSettings.from_dict({"reverb": {"probability": 0.5}})
+    with pytest.raises(ValueError, match="training.reverb needs audio features"):
+        Augment(ts, torch.Generator(), torch.zeros(ROWS), torch.ones(ROWS))
 
 
 def test_gain_cancels_under_utterance_normalisation():
@@ -177,7 +233,8 @@ def _settings(settings, epochs=2, **training_values):
 
 
 ALL_ON = {"speed": [0.9, 1.1], "vtlp": [0.9, 1.1], "gain_db": 6.0, "mixup": 0.4,
-          "time_shift_frames": 3, "spec_augment": {"time_masks": 1, "freq_masks": 1}}
+          "time_shift_frames": 3, "spec_augment": {"time_masks": 1, "freq_masks": 1},
+          "reverb": {"probability": 0.5}}
 
 
 def _validation_inputs(monkeypatch, path, settings, out):
