@@ -26,8 +26,8 @@ class SynthError(RuntimeError):
     pass
 
 
-def synthesize_batch(utterances: list[tuple[str, str, int, int]]) -> list[np.ndarray]:
-    """Synthesize (voice, text, rate, pitch) utterances in order.
+def synthesize_batch(utterances: list[tuple[str, str, int, int, int]]) -> list[np.ndarray]:
+    """Synthesize (voice, text, rate, pitch, range) utterances in order.
 
     espeak-ng keeps static state between utterances (noise generators, phase) that neither
     espeak_Terminate nor a seed resets, so output depends on what the process said before.
@@ -35,8 +35,8 @@ def synthesize_batch(utterances: list[tuple[str, str, int, int]]) -> list[np.nda
     the same on every run.
     """
     engine = Espeak.get()
-    return [engine.say(text, voice, rate=rate, pitch=pitch)
-            for voice, text, rate, pitch in utterances]
+    return [engine.say(text, voice, rate=rate, pitch=pitch, pitch_range=pitch_range)
+            for voice, text, rate, pitch, pitch_range in utterances]
 
 
 class Espeak:

@@ -1,8 +1,8 @@
 """Spoken digits synthesized on the machine with espeak-ng: the offline default dataset.
 
-Many voices (accents x variants), each utterance with a seeded rate and pitch, resampled to
-8 kHz mono 16-bit WAV with FSDD-style names, so every FSDD code path (and a model trained
-here) applies unchanged. A voice plays the role of a speaker in splits.
+Many voices (accents x variants), each utterance with a seeded rate, pitch and intonation
+range, resampled to 8 kHz mono 16-bit WAV with FSDD-style names, so every FSDD code path (and
+a model trained here) applies unchanged. A voice plays the role of a speaker in splits.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight",
 SAMPLE_RATE = 8000
 ESPEAK_RATE = 22050  # what espeak_Initialize reports for its voices
 #: The settings that decide what is synthesized (their defaults: the config schema).
-VOICE_KEYS = ("accents", "variants", "repetitions", "seed", "rate", "pitch")
+VOICE_KEYS = ("accents", "variants", "repetitions", "seed", "rate", "pitch", "range")
 
 
 def voice_id(accent: str, variant: str) -> str:
@@ -37,7 +37,11 @@ def voice_id(accent: str, variant: str) -> str:
 
 
 def utterance_plan(settings: dict[str, Any]) -> pd.DataFrame:
-    """Every clip to make, with its seeded rate and pitch; depends on settings alone."""
+    """Every clip to make, with its seeded rate, pitch and range; depends on settings alone.
+
+    `range` is drawn last, so adding it left every earlier config's rate and pitch draws as
+    they were (and its default [50, 50] is espeak's own, so their audio too).
+    """
     cfg = settings
     rows = []
     for accent in cfg["accents"]:
@@ -53,13 +57,14 @@ def utterance_plan(settings: dict[str, Any]) -> pd.DataFrame:
                         "text": word,
                         "rate": int(rng.integers(cfg["rate"][0], cfg["rate"][1] + 1)),
                         "pitch": int(rng.integers(cfg["pitch"][0], cfg["pitch"][1] + 1)),
+                        "range": int(rng.integers(cfg["range"][0], cfg["range"][1] + 1)),
                     })
     if not rows:
         raise DataError("tts_digits: no voices configured (accents x variants is empty)")
     return pd.DataFrame(rows)
 
 
-def _synthesize_in_fresh_process(utterances: list[tuple[str, str, int, int]]
+def _synthesize_in_fresh_process(utterances: list[tuple[str, str, int, int, int]]
                                  ) -> list[np.ndarray]:
     """Run one batch through ``python -m pipeline.synth`` (see synthesize_batch for why)."""
     with tempfile.TemporaryDirectory(prefix="tts-") as tmp:
@@ -82,7 +87,8 @@ def synthesize(dest: Path, settings: dict[str, Any], workers: int = 1) -> pd.Dat
     out.mkdir(parents=True, exist_ok=True)
     groups = [g for _, g in plan.groupby(plan["voice"].str.split("+").str[0], sort=True)]
     batches = [list(zip(g["voice"], g["text"], g["rate"].astype(int).tolist(),
-                        g["pitch"].astype(int).tolist(), strict=True)) for g in groups]
+                        g["pitch"].astype(int).tolist(), g["range"].astype(int).tolist(),
+                        strict=True)) for g in groups]
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         for group, waves in zip(groups, pool.map(_synthesize_in_fresh_process, batches),
                                 strict=True):
@@ -114,7 +120,8 @@ class TtsDigits:
             raise DataError(f"tts_digits: {len(missing)} planned clips are missing under {root} "
                             f"(e.g. {missing[:3]}); the voice settings changed since synthesis?")
         plan = plan.assign(path="recordings/" + plan["clip"] + ".wav")
-        return plan[["clip", "path", "label", "speaker", "index", "voice", "rate", "pitch"]]
+        return plan[["clip", "path", "label", "speaker", "index", "voice", "rate", "pitch",
+                     "range"]]
 
     def label_names(self, settings: dict[str, Any]) -> list[str]:
         return LABELS
