@@ -24,7 +24,8 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 AUGMENTED = {"gain_db": 3.0, "speed": [0.9, 1.1], "vtlp": [0.9, 1.1], "time_shift_frames": 3,
              "spec_augment": {"time_masks": 1, "freq_masks": 1}, "mixup": 0.3,
-             "noise": {"probability": 0.5, "label": "9"}, "rotation_deg": 20.0}
+             "noise": {"probability": 0.5, "label": "9"}, "rotation_deg": 20.0,
+             "reverb": {"probability": 0.5}}
 CHANNELS = [f"{s}_{a}" for s in ("acc", "gyro") for a in "xyz"] + [f"c{i}" for i in range(14)]
 
 
@@ -41,7 +42,7 @@ def _run(graphs: bool, model_name: str, training: dict, device: str = "cuda"
     batches = Batches(features, labels, 32, torch.Generator().manual_seed(1), device)
     augment = Augment(ts, torch.Generator().manual_seed(2), features.mean((0, 2)),
                       features.std((0, 2)), features[labels == 9], n_classes=10,
-                      channels=CHANNELS).to(device)
+                      channels=CHANNELS, frame_seconds=0.01, log_offset=1e-6).to(device)
     step = TrainStep(model, optimizer, nn.CrossEntropyLoss(), batches, augment)
     if graphs:
         step = CudaGraphStep(step)
