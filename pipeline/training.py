@@ -334,8 +334,7 @@ class Augment:
     @property
     def normalises_first(self) -> bool:
         """Whether no perturbation acts before normalisation (reverb, noise, gain, rotation,
-        warp)
-        and normalisation is with the train split's statistics: then the split can be
+        warp) and normalisation is with the train split's statistics: then the split can be
         normalised once, before training (`apply(..., normalised=True)`), with the same
         values, since normalisation is elementwise."""
         return self.scope == "train_split" and not (
