@@ -684,9 +684,12 @@ class TrainingData:
 
     @property
     def frame_seconds(self) -> float | None:
-        """Audio: the log-mels' frame hop in seconds (None for other modalities)."""
-        hop = self.attrs.get("hop_ms")
-        return float(hop) / 1000.0 if hop is not None else None
+        """Audio: the log-mels' frame hop in seconds; None for other modalities (a room
+        reverberates sound, not sensor windows or images)."""
+        if self.attrs.get("modality") != "audio":
+            return None
+        hop_ms, _ = get_modality("audio").step_ms(self.attrs)
+        return hop_ms / 1000.0
 
 
 def load_training_data(features_h5: str | os.PathLike,
